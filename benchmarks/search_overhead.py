@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+# Search-step cost vs float-step cost of the same model and batch, interleaved in one process.
+"""Measure the search overhead.
+
+For each model and cost model: the median over interleaved steps of
+(search step time) / (float step time). A float step is forward + backward + Adam step of the
+model with BatchNorm; a search step is forward + backward + both optimizer steps + cost of the
+converted model. Run:
+
+    python benchmarks/search_overhead.py --steps 50 --out benchmarks/results/search_overhead.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import zerobit as zb
+from zerobit.models import DSCNN, ResNet8
+
+CASES = {
+    "resnet8": (lambda: ResNet8((1, 28, 28), 10), (1, 28, 28), 10),
+    "dscnn": (lambda: DSCNN((1, 49, 10), 12), (1, 49, 10), 12),
+}
+COSTS = ("size", "bitops", "mpic", "ne16")
+
+
+def _float_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    start = time.perf_counter()
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+    return time.perf_counter() - start
+
+
+def _search_step(smodel, opt, arch_opt, x, y) -> float:
+    start = time.perf_counter()
+    opt.zero_grad()
+    arch_opt.zero_grad()
+    loss = nn.functional.cross_entropy(smodel(x), y) + 0.5 * smodel.cost()
+    loss.backward()
+    opt.step()
+    arch_opt.step()
+    return time.perf_counter() - start
+
+
+def measure(name: str, cost: str, steps: int, batch: int) -> dict:
+    factory, shape, classes = CASES[name]
+    torch.manual_seed(0)
+    model = factory()
+    x, y = torch.rand(batch, *shape), torch.randint(0, classes, (batch,))
+    act = (8,) if cost == "ne16" else (2, 4, 8)
+    smodel = zb.convert(model, x, zb.SearchSpace((0, 2, 4, 8), act), cost=cost).train()
+    float_model = factory().train()
+    opt_f = torch.optim.Adam(float_model.parameters(), 1e-3)
+    opt_s = torch.optim.Adam(smodel.weight_parameter_groups(), 1e-3)
+    opt_a = torch.optim.SGD(smodel.arch_parameters(), 1e-2, momentum=0.9)
+    for _ in range(3):  # warm caches and allocators
+        _float_step(float_model, opt_f, x, y)
+        _search_step(smodel, opt_s, opt_a, x, y)
+    ratios, floats, searches = [], [], []
+    for _ in range(steps):
+        f = _float_step(float_model, opt_f, x, y)
+        s = _search_step(smodel, opt_s, opt_a, x, y)
+        floats.append(f)
+        searches.append(s)
+        ratios.append(s / f)
+    return {
+        "model": name, "cost": cost, "steps": steps, "batch": batch,
+        "median_ratio": statistics.median(ratios),
+        "median_float_s": statistics.median(floats), "median_search_s": statistics.median(searches),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=list(CASES))
+    parser.add_argument("--costs", nargs="+", default=list(COSTS))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = []
+    for name in args.models:
+        for cost in args.costs:
+            r = measure(name, cost, args.steps, args.batch)
+            results.append(r)
+            print(f"{name:8s} {cost:7s} search/float = {r['median_ratio']:.2f}x "
+                  f"(float {1e3 * r['median_float_s']:.1f} ms, search {1e3 * r['median_search_s']:.1f} ms)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+# SPDX-License-Identifier: Apache-2.0
+# NE16 cost model: analytical latency of the GreenWaves/PULP NE16 accelerator, in cycles.
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from zerobit.cost.registry import register_cost
+from zerobit.cost.spec import LayerSpec, Number, zero_like
+
+# Hardware constants of the model (spec §4.4).
+INPUT_BUFFER = (5, 5, 16)  # H, W, K: input-channel block of 16
+OUTPUT_BUFFER = (3, 3, 32)  # H, W, K: 3x3 spatial tile, output-channel block of 32
+FIFO_LATENCY = 6
+MEMORY_THROUGHPUT = 256  # bits per cycle
+ACTIVATION_BITS = 8  # input and output activations
+NORMQUANT_SCALE_BITS = 32
+MULTIPLIERS = 4
+UPDATE_IDX_LATENCY = 2
+MAX_WEIGHT_BITS = 8
+
+Mode = Literal["3x3", "1x1", "depthwise"]
+
+
+def _exact_ceil_div(a: int, b: int) -> int:
+    return (a - 1) // b + 1
+
+
+# Stage latencies that do not depend on the layer (every term is a constant of the hardware).
+_LOAD_1X1 = 10 + OUTPUT_BUFFER[0] * OUTPUT_BUFFER[1] * _exact_ceil_div(
+    INPUT_BUFFER[2] * ACTIVATION_BITS, MEMORY_THROUGHPUT
+)
+_LOAD_3X3 = FIFO_LATENCY + INPUT_BUFFER[0] * INPUT_BUFFER[1] * _exact_ceil_div(
+    INPUT_BUFFER[2] * ACTIVATION_BITS, MEMORY_THROUGHPUT
+)
+_STREAM_OUT = (
+    3
+    + OUTPUT_BUFFER[0]
+    * OUTPUT_BUFFER[1]
+    * _exact_ceil_div(OUTPUT_BUFFER[2] * ACTIVATION_BITS, MEMORY_THROUGHPUT)
+    + 1
+)
+
+
+def _straight_through(exact: torch.Tensor, x: torch.Tensor, divisor: int) -> torch.Tensor:
+    # Forward value `exact`; gradient 1/divisor, the mean slope of a staircase of step `divisor`
+    # (the paper-era code used slope 1, which inflates gradients up to 32x, spec §7.2 item 8).
+    if not x.is_floating_point():
+        return exact
+    scaled = x / divisor
+    return exact + (scaled - scaled.detach())
+
+
+def floor_div(x: Number, divisor: int) -> Number:
+    """Return ⌊x / divisor⌋ exactly; a tensor ``x`` gets gradient 1/divisor.
+
+    Args:
+        x: The numerator.
+        divisor: A positive int.
+
+    Returns:
+        An int for an int ``x``, a float for a float, otherwise a 0-dim tensor.
+    """
+    if isinstance(x, torch.Tensor):
+        exact = torch.div(x.detach(), divisor, rounding_mode="floor")
+        return _straight_through(exact, x, divisor)
+    return x // divisor
+
+
+def ceil_div(x: Number, divisor: int) -> Number:
+    """Return cd(x, divisor) = ⌊(x - 1) / divisor⌋ + 1 exactly; gradient 1/divisor.
+
+    This is the model's definition, which equals ⌈x / divisor⌉ for integer ``x``.
+
+    Args:
+        x: The numerator.
+        divisor: A positive int.
+
+    Returns:
+        An int for an int ``x``, a float for a float, otherwise a 0-dim tensor.
+    """
+    return floor_div(x - 1, divisor) + 1
+
+
+def mod(x: Number, divisor: int) -> Number:
+    """Return x mod divisor exactly; a tensor ``x`` gets gradient 1/divisor (Part A item 11).
+
+    Args:
+        x: The numerator.
+        divisor: A positive int.
+
+    Returns:
+        An int for an int ``x``, a float for a float, otherwise a 0-dim tensor.
+    """
+    if isinstance(x, torch.Tensor):
+        return _straight_through(torch.remainder(x.detach(), divisor), x, divisor)
+    return x % divisor
+
+
+def _if_nonzero(condition: Number, value: Number) -> Number:
+    """Return ``value`` where ``condition != 0``, else 0, without a host sync for tensors."""
+    if isinstance(condition, torch.Tensor):
+        value_tensor = torch.as_tensor(value)
+        return torch.where(condition != 0, value_tensor, torch.zeros_like(value_tensor))
+    return value if condition != 0 else 0
+
+
+def _iteration(out_channels: Number, mode: Mode, bits: int, input_blocks: Number) -> Number:
+    """Cycles of one spatial tile for one block of ``out_channels`` output channels."""
+    norm_quant = 9 + ceil_div(out_channels * (NORMQUANT_SCALE_BITS // 8), MULTIPLIERS)
+    if mode == "depthwise":
+        weight_offset = FIFO_LATENCY + out_channels
+        matvec = FIFO_LATENCY + out_channels * bits
+        return _LOAD_3X3 + weight_offset + matvec + UPDATE_IDX_LATENCY + norm_quant + _STREAM_OUT
+    if mode == "1x1":
+        load, matvec = _LOAD_1X1, FIFO_LATENCY + out_channels  # 1x1 mode is not bit-serial
+    else:
+        load, matvec = _LOAD_3X3, FIFO_LATENCY + out_channels * bits
+    per_input_block = load + FIFO_LATENCY + matvec + UPDATE_IDX_LATENCY
+    return input_blocks * per_input_block + norm_quant + _STREAM_OUT
+
+
+def ne16_mode_latency(
+    output_size: tuple[int, int],
+    out_channels: Number,
+    in_channels: Number,
+    weight_bits: int,
+    mode: Mode,
+) -> Number:
+    """Cycles of one NE16 pass over a whole layer in one mode (one 3×3 or 1×1 kernel slice).
+
+    Implements ``n_sp · (n_full · Iteration(K_b) + [r ≠ 0] · Iteration(r))`` of spec §4.4.
+
+    Args:
+        output_size: ``(H_o, W_o)``.
+        out_channels: K_o, the output channels of this pass.
+        in_channels: K_i, the input channels (unused in depthwise mode).
+        weight_bits: Weight bit-width b, from 1 to 8.
+        mode: ``"3x3"``, ``"1x1"`` or ``"depthwise"``.
+
+    Returns:
+        Cycles: an int for int channel counts, otherwise a float or a 0-dim tensor.
+
+    Raises:
+        ValueError: For an unknown mode.
+    """
+    if mode not in ("3x3", "1x1", "depthwise"):
+        raise ValueError(f"NE16 mode must be '3x3', '1x1' or 'depthwise', got {mode!r}")
+    block = INPUT_BUFFER[2] if mode == "depthwise" else OUTPUT_BUFFER[2]
+    full_blocks = floor_div(out_channels, block)
+    remainder = mod(out_channels, block)
+    input_blocks = ceil_div(in_channels, INPUT_BUFFER[2])
+    # Spatial tiles are counted on the exact ints: there is nothing to differentiate.
+    tiles = _exact_ceil_div(output_size[0], OUTPUT_BUFFER[0]) * _exact_ceil_div(
+        output_size[1], OUTPUT_BUFFER[1]
+    )
+    body = full_blocks * _iteration(block, mode, weight_bits, input_blocks)
+    tail = _if_nonzero(remainder, _iteration(remainder, mode, weight_bits, input_blocks))
+    return tiles * (body + tail)
+
+
+def ne16_kernel_passes(kernel_size: tuple[int, int]) -> tuple[int, int]:
+    """Split a kh×kw kernel into NE16 passes.
+
+    Args:
+        kernel_size: ``(kh, kw)``.
+
+    Returns:
+        ``(n3, n1)``: passes in 3×3 mode, ⌊kh/3⌋·⌊kw/3⌋, and in 1×1 mode,
+        (kh mod 3)·kw + (kw mod 3)·kh − (kh mod 3)·(kw mod 3). E.g. 10×4 gives (3, 13).
+    """
+    kh, kw = kernel_size
+    return (kh // 3) * (kw // 3), (kh % 3) * kw + (kw % 3) * kh - (kh % 3) * (kw % 3)
+
+
+def ne16_latency(
+    output_size: tuple[int, int],
+    kernel_size: tuple[int, int],
+    out_channels: Number,
+    in_channels: Number,
+    weight_bits: int,
+    depthwise: bool = False,
+) -> Number:
+    """NE16 cycles of one layer whose output channels all have ``weight_bits`` bits.
+
+    The kernel runs as ``n3`` passes in 3×3 mode plus ``n1`` in 1×1 mode (see
+    :func:`ne16_kernel_passes`), each over the whole output. Every pass of a depthwise layer
+    runs in depthwise mode: spec §4.4 only defines 3×3 depthwise kernels, and the paper-era code
+    would model the 1×1 slices of a larger depthwise kernel as dense convs.
+
+    Args:
+        output_size: ``(H_o, W_o)``.
+        kernel_size: ``(kh, kw)``.
+        out_channels: K_o.
+        in_channels: K_i.
+        weight_bits: Weight bit-width b, from 1 to 8.
+        depthwise: Whether the layer is depthwise.
+
+    Returns:
+        Cycles: an int for int channel counts, otherwise a float or a 0-dim tensor.
+
+    Raises:
+        ValueError: If ``weight_bits`` is outside 1..8 or a size is not a pair of positive ints.
+    """
+    if not 1 <= weight_bits <= MAX_WEIGHT_BITS:
+        raise ValueError(f"NE16 weights have 1 to {MAX_WEIGHT_BITS} bits, got {weight_bits}")
+    for name, dims in (("output_size", output_size), ("kernel_size", kernel_size)):
+        if len(dims) != 2 or min(dims) < 1:
+            raise ValueError(f"NE16 {name} must be two positive ints, got {dims}")
+    passes_3x3, passes_1x1 = ne16_kernel_passes(kernel_size)
+    modes: tuple[Mode, Mode] = ("depthwise", "depthwise") if depthwise else ("3x3", "1x1")
+    total: Number = 0
+    for passes, mode in zip((passes_3x3, passes_1x1), modes):
+        if passes:
+            pass_latency = ne16_mode_latency(
+                output_size, out_channels, in_channels, weight_bits, mode
+            )
+            total = total + passes * pass_latency
+    return total
+
+
+@register_cost("ne16")
+def ne16(spec: LayerSpec) -> Number:
+    """Return the expected NE16 cycles, Σ_{p>0} NE16(H_o, W_o, K_o=N_p, K_i=Ĉ_in, k, b=p).
+
+    Each non-zero weight bit-width runs as its own sub-layer (one launch per bit-width group).
+    A linear layer is a 1×1 conv with a 1×1 output; a conv1d with kernel (k,) and output (L,)
+    is a (1, k) conv with a (1, L) output. ``floor``, ceil-division and ``mod`` are exact in the
+    forward pass and back-propagate slope 1/N; the ``[r != 0]`` branch is piecewise.
+
+    Args:
+        spec: The layer; input activations must be 8 bits (``input_bits == (8,)``).
+
+    Returns:
+        Cycles: an int for an all-int spec, otherwise a float or a 0-dim tensor.
+
+    Raises:
+        ValueError: For input activations other than 8 bits, weights above 8 bits, a grouped
+            (non-depthwise) conv or a 3-d conv.
+    """
+    where = f"layer {spec.name!r}"
+    if tuple(spec.input_bits) != (ACTIVATION_BITS,):
+        raise ValueError(
+            f"{where}: the NE16 model needs 8-bit input activations (input_bits=(8,)), "
+            f"got input_bits={spec.input_bits}"
+        )
+    if max(spec.weight_bits) > MAX_WEIGHT_BITS:
+        raise ValueError(
+            f"{where}: NE16 weights have at most {MAX_WEIGHT_BITS} bits, got {spec.weight_bits}"
+        )
+    if spec.groups != 1:
+        raise ValueError(f"{where}: the NE16 model has no grouped convs (groups={spec.groups})")
+    if len(spec.kernel_size) > 2:
+        raise ValueError(f"{where}: the NE16 model has no 3-d convs")
+    # Pad 1-d and linear layers to 2-d: (k,) -> (1, k), () -> (1, 1).
+    kernel = (1, 1, *spec.kernel_size)[-2:]
+    output = (1, 1, *spec.output_size)[-2:]
+    total = zero_like(spec)
+    for bits, count in zip(spec.weight_bits, spec.channels):
+        if bits > 0:
+            latency = ne16_latency(
+                (output[0], output[1]),
+                (kernel[0], kernel[1]),
+                count,
+                spec.in_channels,
+                bits,
+                depthwise=spec.kind == "depthwise",
+            )
+            total = total + latency
+    return total

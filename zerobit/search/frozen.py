@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: Apache-2.0
+# The frozen (fixed-architecture) model: fake-quantized training, and in eval mode an exact
+# simulation of the integer arithmetic that the exporters run.
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from zerobit.cost import LayerSpec
+from zerobit.graph.analysis import GraphAnalysis
+from zerobit.quant import (
+    act_range,
+    quantize_bias,
+    quantize_bias_ste,
+    quantize_multiplier,
+    quantize_weight_per_channel,
+    requantize,
+)
+from zerobit.search.modules import FrozenActQuantizer, SearchableLayer, _set_ref
+from zerobit.search.specs import build_layer_specs
+
+
+@dataclass
+class IntegerLayer:
+    """Integer parameters of one frozen layer, as every backend consumes them.
+
+    Attributes:
+        weight_codes: int32, shape of the weight; 0 in pruned channels.
+        weight_scale: float32 (C_out,); 0 in pruned channels.
+        bias_codes: int32 (C_out,), in units of input_scale * weight_scale.
+        input_scale: float32 0-dim scale of the input codes.
+        output_scale: float32 0-dim scale of the output codes, or None for a float output.
+        multiplier: int64 (C_out,) requantization multipliers (None for a float output).
+        shift: int64 (C_out,) requantization shifts (None for a float output).
+        output_range: (lo, hi) clamp of the output codes (None for a float output).
+    """
+
+    weight_codes: torch.Tensor
+    weight_scale: torch.Tensor
+    bias_codes: torch.Tensor
+    input_scale: torch.Tensor
+    output_scale: torch.Tensor | None
+    multiplier: torch.Tensor | None
+    shift: torch.Tensor | None
+    output_range: tuple[int, int] | None
+
+
+class FrozenLayer(nn.Module):
+    """A conv/linear with one fixed weight bit-width per output channel (0 = pruned).
+
+    Training mode fake-quantizes with straight-through estimators; eval mode computes with
+    integers: int32 bias, integer accumulation, per-channel requantization by
+    :func:`zerobit.quant.requantize`, exactly as the export will.
+    """
+
+    def __init__(self, source: SearchableLayer, bits: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(source.weight.detach().clone())
+        self.bias = nn.Parameter(source.bias.detach().clone())
+        self.kind = source.kind
+        self.dims = source.dims
+        self.conv_args = dict(source.conv_args)
+        self.register_buffer("bits", bits.to(torch.int64).clone())
+        self.linear_op = SearchableLayer.linear_op.__get__(self)  # type: ignore[attr-defined]
+
+    def bind(self, input_quantizer: FrozenActQuantizer, output_quantizer: FrozenActQuantizer | None) -> None:
+        """Attach the quantizers of this layer's input and output (None: float output)."""
+        _set_ref(self, "input_quantizer", input_quantizer)
+        _set_ref(self, "output_quantizer", output_quantizer)
+
+    def _channel_shape(self) -> tuple[int, ...]:
+        return (1, -1) + (1,) * self.dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self._fake_quant_forward(x)
+        return self._integer_forward(x)
+
+    def _fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
+        bits: torch.Tensor = self.bits  # type: ignore[assignment]
+        codes, scale = quantize_weight_per_channel(self.weight.detach(), bits)
+        shape = (-1,) + (1,) * (self.weight.dim() - 1)
+        quantized = codes.to(self.weight.dtype) * scale.reshape(shape)
+        weight = self.weight + (quantized - self.weight).detach()
+        input_scale = self.input_quantizer.scale().detach()  # type: ignore[attr-defined]
+        keep = (bits > 0).to(self.bias.dtype)
+        bias = quantize_bias_ste(self.bias, input_scale * scale, keep)
+        return self.linear_op(x, weight, bias)
+
+    @torch.no_grad()
+    def integer_layer(self) -> IntegerLayer:
+        """Return the integer parameters this layer computes with in eval mode."""
+        bits: torch.Tensor = self.bits  # type: ignore[assignment]
+        weight_codes, weight_scale = quantize_weight_per_channel(self.weight, bits)
+        input_scale = self.input_quantizer.scale().detach()  # type: ignore[attr-defined]
+        bias_codes = quantize_bias(self.bias, input_scale, weight_scale)
+        out_q: FrozenActQuantizer | None = self.output_quantizer  # type: ignore[attr-defined]
+        if out_q is None:
+            return IntegerLayer(weight_codes, weight_scale, bias_codes, input_scale, None, None, None, None)
+        output_scale = out_q.scale().detach()
+        real = input_scale.double() * weight_scale.double() / output_scale.double()
+        multiplier, shift = quantize_multiplier(real)
+        return IntegerLayer(
+            weight_codes, weight_scale, bias_codes, input_scale, output_scale, multiplier, shift,
+            act_range(out_q.bits, out_q.signed),
+        )
+
+    @torch.no_grad()
+    def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.integer_layer()
+        shape = self._channel_shape()
+        codes = torch.round(x / p.input_scale).double()
+        # float64 holds every partial sum exactly (|acc| < 2^53), so this is integer arithmetic.
+        acc = self.linear_op(codes, p.weight_codes.double(), None).round().long()
+        acc = acc + p.bias_codes.long().reshape(shape)
+        if p.output_scale is None:
+            scale = (p.input_scale * p.weight_scale).float()
+            return acc.float() * scale.reshape(shape)
+        assert p.multiplier is not None and p.shift is not None and p.output_range is not None
+        out = requantize(acc, p.multiplier.reshape(shape), p.shift.reshape(shape))
+        out = out.clamp(*p.output_range)
+        return out.float() * p.output_scale
+
+
+class FrozenModel(nn.Module):
+    """A model with a fixed architecture, ready to fine-tune, evaluate and export.
+
+    ``model.eval()`` makes its forward an exact simulation of the integer export; ``model.train()``
+    fine-tunes it with fake quantization.
+    """
+
+    def __init__(
+        self,
+        graph_module: fx.GraphModule,
+        analysis: GraphAnalysis,
+        group_bits: list[tuple[int, ...]],
+        act_bits: list[int],
+    ) -> None:
+        super().__init__()
+        self.graph_module = graph_module
+        self.analysis = analysis
+        self.group_bits = group_bits
+        self.act_bits = act_bits
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.graph_module(*inputs)
+
+    def layers(self) -> dict[str, FrozenLayer]:
+        """Frozen layers by qualified module name, in graph order."""
+        return {
+            info.name: self.graph_module.get_submodule(info.name)  # type: ignore[misc]
+            for info in self.analysis.layers.values()
+        }
+
+    def layer_specs(self) -> list[LayerSpec]:
+        """Exact cost-model descriptions of every layer, counted from the layers' bit tensors."""
+        layers = self.layers()
+        channels: list[list[int]] = []
+        for group in self.analysis.groups:
+            first = layers[self.analysis.layers[group.members[0]].name]
+            bits = first.bits.tolist()  # type: ignore[operator]
+            channels.append([sum(1 for b in bits if b == p) for p in self.group_bits[group.index]])
+        act_bits = [(b,) for b in self.act_bits]
+        act_probs = [(1,) for _ in self.act_bits]
+        return build_layer_specs(self.analysis, self.group_bits, channels, act_bits, act_probs)
+
+    def architecture(self) -> dict[str, dict[str, Any]]:
+        """The fixed architecture in the format of ``SearchModel.architecture()``."""
+        arch: dict[str, dict[str, Any]] = {}
+        points = self.analysis.points
+        for point in points:
+            if point.role == "input":
+                arch[f"input:{point.node}"] = {"act_bits": self.act_bits[point.group]}
+        for info, layer in zip(self.analysis.layers.values(), self.layers().values()):
+            out = None if info.output_point is None else self.act_bits[points[info.output_point].group]
+            arch[info.name] = {"weight_bits": layer.bits.tolist(), "act_bits": out}  # type: ignore[operator]
+        return arch
+
+    def integer_layers(self) -> dict[str, IntegerLayer]:
+        """Integer parameters of every layer by qualified name (what the exporters write)."""
+        return {name: layer.integer_layer() for name, layer in self.layers().items()}

@@ -1,0 +1,590 @@
+# SPDX-License-Identifier: Apache-2.0
+# convert(): from a float PyTorch model to a SearchModel; the SearchModel's step-wise sampling,
+# differentiable cost, architecture read-out and freeze(); and freeze() from a stored architecture.
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from zerobit.config import Sampling, SearchSpace
+from zerobit.cost import LayerSpec, mpic_supported_bits, resolve_cost
+from zerobit.graph.analysis import GraphAnalysis, Kind, analyze
+from zerobit.graph.trace import ensure_bias_, fold_batchnorm_, trace
+from zerobit.search.frozen import FrozenLayer, FrozenModel
+from zerobit.search.modules import (
+    ActQuantizer,
+    ChannelSelector,
+    FrozenActQuantizer,
+    QuantAvgPool,
+    SearchableLayer,
+)
+from zerobit.search.sampling import discretize, gumbel_noise, one_hot, sample_probs
+from zerobit.search.specs import build_layer_specs
+
+CostArg = str | Callable[[LayerSpec], Any] | Mapping[Any, float] | Sequence[Any]
+REFERENCE_BITS = 8
+
+
+@dataclass
+class _CostTerm:
+    name: str
+    function: Callable[[LayerSpec], Any]
+    weight: float
+    detach_inputs: bool
+    reference: float = 1.0
+
+
+def _as_inputs(example_input: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    if isinstance(example_input, torch.Tensor):
+        return (example_input,)
+    inputs = tuple(example_input)
+    if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
+        raise ValueError("example_input must be a tensor or a sequence of tensors")
+    return inputs
+
+
+def _cost_terms(cost: CostArg, detach_input_channels: bool | None) -> list[_CostTerm]:
+    if isinstance(cost, Mapping):
+        items = list(cost.items())
+    elif isinstance(cost, (list, tuple)):
+        items = [(c, 1.0) for c in cost]
+    else:
+        items = [(cost, 1.0)]
+    if not items:
+        raise ValueError("cost is empty; name at least one cost model, e.g. cost='size'")
+    terms = []
+    for key, weight in items:
+        function = resolve_cost(key)
+        name = key if isinstance(key, str) else getattr(key, "name", getattr(key, "__name__", "custom"))
+        detach = (name == "size") if detach_input_channels is None else detach_input_channels
+        terms.append(_CostTerm(str(name), function, float(weight), detach))
+    return terms
+
+
+def _check_space_for_costs(terms: list[_CostTerm], group_bits, act_bits) -> None:  # type: ignore[no-untyped-def]
+    all_weight = {b for bits in group_bits for b in bits}
+    all_act = {b for bits in act_bits for b in bits}
+    for term in terms:
+        if term.name == "mpic":
+            allowed_a, allowed_w = mpic_supported_bits()
+            bad_w, bad_a = all_weight - set(allowed_w), all_act - set(allowed_a)
+            if bad_w or bad_a:
+                raise ValueError(
+                    f"the mpic cost defines weights in {allowed_w} and activations in {allowed_a}; "
+                    f"the space also has weight bits {sorted(bad_w)} and activation bits "
+                    f"{sorted(bad_a)}"
+                )
+        if term.name == "ne16" and all_act != {8}:
+            raise ValueError(
+                "the ne16 cost needs 8-bit activations everywhere: use act_bits=(8,) and "
+                f"input_bits=(8,) (the space has activation bits {sorted(all_act)})"
+            )
+
+
+def convert(
+    model: nn.Module,
+    example_input: torch.Tensor | Sequence[torch.Tensor],
+    space: SearchSpace | None = None,
+    cost: CostArg = "size",
+    *,
+    sampling: Sampling | None = None,
+    allow_float: bool = False,
+    leaf_types: Iterable[type] = (),
+    detach_input_channels: bool | None = None,
+) -> SearchModel:
+    """Turn a float model into a searchable one.
+
+    The model is traced with torch.fx, every Conv/Linear -> BatchNorm pair is folded with the
+    BatchNorm's running statistics, channel-coupling groups are found, and every Conv1d, Conv2d
+    (including depthwise) and Linear becomes a searchable layer whose output channels choose
+    their weight bit-width (0 = pruned) while every activation tensor chooses its bit-width.
+
+    Args:
+        model: A trained (warmed-up) float model; it is not modified.
+        example_input: A batch shaped like the training data (also used to calibrate the
+            activation clips, so a few real samples are better than zeros).
+        space: Candidate bit-widths and per-layer overrides.
+        cost: Cost model(s) driving the search: a registered name ("size", "bitops", "macs",
+            "mpic", "ne16"), a :class:`zerobit.cost.CostTable`, a callable ``spec -> cost``, a
+            list of those, or a mapping of those to weights.
+        sampling: Temperature schedule and sampling mode.
+        allow_float: Keep unsupported ops in float with a warning instead of failing. Such a
+            model cannot be exported to integer formats.
+        leaf_types: Module types that torch.fx should not trace into.
+        detach_input_channels: Whether costs see the effective input channels detached. None
+            uses the paper's policy: detached for "size", attached for the others.
+
+    Returns:
+        The searchable model.
+
+    Raises:
+        ValueError: For an untraceable model, an unsupported layer, a bad example input, or a
+            space the cost model cannot price.
+    """
+    space = space or SearchSpace()
+    sampling = sampling or Sampling()
+    inputs = _as_inputs(example_input)
+    gm = trace(model, inputs, leaf_types)
+    fold_batchnorm_(gm)
+    gm.delete_all_unused_submodules()
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node, x in zip(placeholders, inputs):
+        node.meta["zb_signed"] = bool((x < 0).any())
+    analysis = analyze(gm, allow_float=allow_float)
+    for notice in analysis.notices:
+        warnings.warn(notice, stacklevel=2)
+    group_bits, act_bits = _resolve_bits(analysis, space)
+    terms = _cost_terms(cost, detach_input_channels)
+    _check_space_for_costs(terms, group_bits, act_bits)
+    clips = _calibrate(gm, analysis, inputs)
+    return SearchModel(gm, analysis, space, sampling, group_bits, act_bits, clips, terms)
+
+
+def _resolve_bits(analysis: GraphAnalysis, space: SearchSpace) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    names = {info.name: info for info in analysis.layers.values()}
+    unknown = set(space.overrides) - set(names)
+    if unknown:
+        raise ValueError(
+            f"overrides name unknown layers {sorted(unknown)}; searchable layers are {sorted(names)}"
+        )
+    group_bits: list[tuple[int, ...]] = []
+    for group in analysis.groups:
+        bits = set(space.weight_bits)
+        for member in group.members:
+            override = space.overrides.get(analysis.layers[member].name)
+            if override is not None and override.weight_bits is not None:
+                bits &= set(override.weight_bits)
+            if override is not None and override.prunable is False:
+                bits.discard(0)
+        if not group.prunable:
+            bits.discard(0)
+        members = [analysis.layers[m].name for m in group.members]
+        if not bits - {0}:
+            raise ValueError(
+                f"coupled layers {members} share their weight bit-widths, but their overrides "
+                f"leave no common non-zero bit-width (space {space.weight_bits})"
+            )
+        group_bits.append(tuple(sorted(bits)))
+    act_bits: list[tuple[int, ...]] = []
+    for act_group in analysis.act_groups:
+        bits_set = set(space.input_bits if act_group.is_input else space.act_bits)
+        for idx in act_group.points:
+            node = analysis.points[idx].node
+            info = analysis.layers.get(node)
+            override = space.overrides.get(info.name) if info is not None else None
+            if override is not None and override.act_bits is not None:
+                bits_set &= set(override.act_bits)
+        if not bits_set:
+            raise ValueError(f"activation overrides leave no bit-width for tensor group {act_group.index}")
+        act_bits.append(tuple(sorted(bits_set)))
+    return group_bits, act_bits
+
+
+@torch.no_grad()
+def _calibrate(gm: fx.GraphModule, analysis: GraphAnalysis, inputs: tuple[torch.Tensor, ...]) -> list[float]:
+    """Initial clip per activation group: the largest magnitude it sees on the example input."""
+    wanted = {analysis.points[i].node: analysis.points[i].group for g in analysis.act_groups for i in g.points}
+    peaks = [0.0] * len(analysis.act_groups)
+
+    class _Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if n.name in wanted and isinstance(out, torch.Tensor):
+                group = wanted[n.name]
+                peaks[group] = max(peaks[group], float(out.abs().max()))
+            return out
+
+    _Recorder(gm).run(*inputs)
+    return [p if p > 1e-6 else 1.0 for p in peaks]
+
+
+class SearchModel(nn.Module):
+    """A converted model whose architecture (bits per channel and per tensor) is searched.
+
+    Use it as the model in an ordinary training loop, add ``strength * model.cost()`` to the loss,
+    and give :meth:`arch_parameters` to a second optimizer. See :func:`convert`.
+    """
+
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        analysis: GraphAnalysis,
+        space: SearchSpace,
+        sampling: Sampling,
+        group_bits: list[tuple[int, ...]],
+        act_bits: list[tuple[int, ...]],
+        clips: list[float],
+        terms: list[_CostTerm],
+    ) -> None:
+        super().__init__()
+        self.analysis = analysis
+        self.space = space
+        self.sampling = sampling
+        self.group_bits = group_bits
+        self.act_group_bits = act_bits
+        self._terms = terms
+        self.register_buffer("temperature", torch.tensor(sampling.initial_temperature))
+        self._noise: dict[str, torch.Tensor] = {}
+        self.graph_module = gm
+        self._build(clips)
+        for term in self._terms:
+            term.reference = float(self._reference_cost(term))
+
+    # ----------------------------------------------------------------------------- construction
+    def _build(self, clips: list[float]) -> None:
+        gm, analysis = self.graph_module, self.analysis
+        gm.zb_selectors = nn.ModuleList(
+            ChannelSelector(bits, group.channels) for bits, group in zip(self.group_bits, analysis.groups)
+        )
+        gm.zb_quantizers = nn.ModuleList(
+            ActQuantizer(bits, group.signed, clip)
+            for bits, group, clip in zip(self.act_group_bits, analysis.act_groups, clips)
+        )
+        pools = gm.zb_pools = nn.ModuleList()
+        nodes = {n.name: n for n in gm.graph.nodes}
+        modules = dict(gm.named_modules())
+        for info in analysis.layers.values():
+            layer = modules[info.name]
+            ensure_bias_(layer)
+            searchable = SearchableLayer(layer, info.kind)
+            gm.add_submodule(info.name, searchable)
+            quantizer = gm.zb_quantizers[analysis.points[info.input_point].group]
+            searchable.bind(gm.zb_selectors[info.group], quantizer)
+        for point in analysis.points:
+            node = nodes[point.node]
+            target = f"zb_quantizers.{point.group}"
+            if point.role == "avgpool":
+                pool = _make_pool(node, modules)
+                pool.bind(gm.zb_quantizers[point.group])
+                pool.quantizer_group = point.group
+                pools.append(pool)
+                with gm.graph.inserting_after(node):
+                    new = gm.graph.call_module(f"zb_pools.{len(pools) - 1}", (node.args[0],))
+                node.replace_all_uses_with(new)
+                gm.graph.erase_node(node)
+                continue
+            with gm.graph.inserting_after(node):
+                quant = gm.graph.call_module(target, (node,))
+            node.replace_all_uses_with(quant, delete_user_cb=lambda user, q=quant: user is not q)
+        gm.graph.lint()
+        gm.recompile()
+        self._compensate_weights()
+
+    @torch.no_grad()
+    def _compensate_weights(self) -> None:
+        """Divide weights and biases by the initial keep probability, so W_eff ~ W at start."""
+        self._sample(train=True, fresh_noise=False)
+        for info in self.analysis.layers.values():
+            selector = self.selectors[info.group]
+            zero = selector.zero_index
+            if zero is None:
+                continue
+            keep = float(1.0 - selector.probs[zero, 0])
+            layer = self.graph_module.get_submodule(info.name)
+            layer.weight.div_(keep)
+            layer.bias.div_(keep)
+
+    # ------------------------------------------------------------------------------ accessors
+    @property
+    def selectors(self) -> nn.ModuleList:
+        """One ChannelSelector per channel-coupling group."""
+        return self.graph_module.zb_selectors  # type: ignore[return-value]
+
+    @property
+    def quantizers(self) -> nn.ModuleList:
+        """One ActQuantizer per group of activation tensors that share a scale."""
+        return self.graph_module.zb_quantizers  # type: ignore[return-value]
+
+    def layers(self) -> dict[str, SearchableLayer]:
+        """Searchable layers by qualified module name (the names of the original model)."""
+        return {
+            info.name: self.graph_module.get_submodule(info.name)  # type: ignore[misc]
+            for info in self.analysis.layers.values()
+        }
+
+    def arch_parameters(self) -> Iterator[nn.Parameter]:
+        """Architecture logits (weight bits per channel, activation bits per tensor)."""
+        for selector in self.selectors:
+            if len(selector.bits) > 1:
+                yield selector.logits
+        for quantizer in self.quantizers:
+            if len(quantizer.bits) > 1:
+                yield quantizer.logits
+
+    def weight_parameter_groups(self, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Optimizer groups: weights and biases (with ``weight_decay``), clips (no decay)."""
+        weights = [p for layer in self.layers().values() for p in (layer.weight, layer.bias)]
+        clips = [q.clips for q in self.quantizers]
+        return [
+            {"params": weights, "weight_decay": weight_decay},
+            {"params": clips, "weight_decay": 0.0},
+        ]
+
+    # ------------------------------------------------------------------------------- sampling
+    def set_progress(self, progress: float) -> None:
+        """Set training progress in [0, 1]; the temperature follows ``sampling.temperature``."""
+        self.temperature.fill_(self.sampling.temperature(progress))
+
+    def _probs(self, logits: torch.Tensor, bits: tuple[int, ...], key: str, train: bool) -> torch.Tensor:
+        if not train:
+            return one_hot(discretize(logits.detach(), bits), len(bits), logits.detach())
+        noise = self._noise.get(key) if self.sampling.gumbel else None
+        return sample_probs(logits, bits, float(self.temperature), noise, self.sampling.hard)
+
+    def _sample(self, train: bool, fresh_noise: bool) -> None:
+        """Compute every selector's and quantizer's probabilities for this step."""
+        if train and self.sampling.gumbel and fresh_noise:
+            self._noise = {}
+            for i, s in enumerate(self.selectors):
+                self._noise[f"w{i}"] = gumbel_noise(s.logits.shape)
+            for i, q in enumerate(self.quantizers):
+                self._noise[f"a{i}"] = gumbel_noise(q.logits.shape)
+        for i, s in enumerate(self.selectors):
+            s.probs = self._probs(s.logits, s.bits, f"w{i}", train)
+        for i, q in enumerate(self.quantizers):
+            q.probs = self._probs(q.logits, q.bits, f"a{i}", train)
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        """Draw this step's sample (once, shared by every layer of a group) and run the model."""
+        self._sample(self.training, fresh_noise=True)
+        return self.graph_module(*inputs)
+
+    # ---------------------------------------------------------------------------------- costs
+    def layer_specs(self, train: bool | None = None, detach_inputs: bool = False) -> list[LayerSpec]:
+        """Cost-model specs from the current logits (soft in training, discrete in eval)."""
+        train = self.training if train is None else train
+        channels = []
+        for i, s in enumerate(self.selectors):
+            probs = self._probs(s.logits, s.bits, f"w{i}", train)
+            channels.append(tuple(probs.sum(dim=1).unbind()))
+        act_probs = []
+        for i, q in enumerate(self.quantizers):
+            probs = self._probs(q.logits, q.bits, f"a{i}", train)
+            act_probs.append(tuple(probs.unbind()))
+        return build_layer_specs(
+            self.analysis, self.group_bits, channels, self.act_group_bits, act_probs, detach_inputs
+        )
+
+    def _reference_cost(self, term: _CostTerm) -> Any:
+        channels = [[g.channels] for g in self.analysis.groups]
+        bits = [(REFERENCE_BITS,)] * len(channels)
+        act_bits = [(REFERENCE_BITS,)] * len(self.analysis.act_groups)
+        act_probs = [(1,)] * len(act_bits)
+        specs = build_layer_specs(self.analysis, bits, channels, act_bits, act_probs)
+        reference = sum(term.function(spec) for spec in specs)
+        if not reference:
+            raise ValueError(f"cost {term.name!r} of the all-8-bit model is 0; it cannot be normalized")
+        return reference
+
+    def costs(self, raw: bool = True) -> dict[str, torch.Tensor]:
+        """Each cost model's expected cost for the current logits (exact in eval mode)."""
+        out: dict[str, torch.Tensor] = {}
+        for term in self._terms:
+            specs = self.layer_specs(detach_inputs=term.detach_inputs)
+            value = sum(term.function(spec) for spec in specs)
+            out[term.name] = value if raw else value / term.reference  # type: ignore[assignment]
+        return out
+
+    def cost(self, raw: bool = False) -> torch.Tensor:
+        """The search's cost: weighted sum of the cost models, each divided by its value for the
+        unpruned all-8-bit model (``raw=True``: the weighted sum in the models' own units).
+
+        In training the probabilities are those of the current step (same Gumbel sample as the
+        forward), recomputed from the logits; in eval mode they are the discrete architecture.
+        """
+        total: Any = 0.0
+        for term in self._terms:
+            specs = self.layer_specs(detach_inputs=term.detach_inputs)
+            value = sum(term.function(spec) for spec in specs)
+            total = total + term.weight * (value if raw else value / term.reference)
+        return total if isinstance(total, torch.Tensor) else torch.tensor(float(total))
+
+    @property
+    def cost_references(self) -> dict[str, float]:
+        """Cost of the unpruned all-8-bit model, per cost model (the normalizers of ``cost()``)."""
+        return {term.name: term.reference for term in self._terms}
+
+    # ------------------------------------------------------------------------- architecture
+    def _discrete(self) -> tuple[list[torch.Tensor], list[int]]:
+        weight_bits = []
+        for s in self.selectors:
+            idx = discretize(s.logits.detach(), s.bits)
+            weight_bits.append(torch.tensor(s.bits)[idx])
+        act = [q.bits[int(discretize(q.logits.detach(), q.bits))] for q in self.quantizers]
+        return weight_bits, act
+
+    def architecture(self) -> dict[str, dict[str, Any]]:
+        """The discrete architecture, JSON-serializable.
+
+        Returns:
+            ``{layer name: {"weight_bits": [bits per output channel, 0 = pruned],
+            "act_bits": bits of the tensor it produces (None for a float output)}}`` plus
+            ``{"input:<name>": {"act_bits": bits}}`` per model input.
+        """
+        weight_bits, act = self._discrete()
+        arch: dict[str, dict[str, Any]] = {}
+        for point in self.analysis.points:
+            if point.role == "input":
+                arch[f"input:{point.node}"] = {"act_bits": act[point.group]}
+        for info in self.analysis.layers.values():
+            out = None if info.output_point is None else act[self.analysis.points[info.output_point].group]
+            arch[info.name] = {"weight_bits": weight_bits[info.group].tolist(), "act_bits": out}
+        return arch
+
+    def load_architecture_(self, arch: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set the logits so that the discrete architecture equals ``arch`` (validated)."""
+        weight_bits, act = _parse_architecture(self, arch)
+        with torch.no_grad():
+            for selector, bits in zip(self.selectors, weight_bits):
+                index = torch.tensor([selector.bits.index(b) for b in bits])
+                selector.logits.copy_(10.0 * one_hot(index, len(selector.bits), selector.logits))
+            for quantizer, bits_a in zip(self.quantizers, act):
+                index_a = torch.tensor(quantizer.bits.index(bits_a))
+                quantizer.logits.copy_(10.0 * one_hot(index_a, len(quantizer.bits), quantizer.logits))
+
+    def freeze(self) -> FrozenModel:
+        """Return the discrete model with the current weights, ready to fine-tune and export."""
+        weight_bits, act = self._discrete()
+        for s in self.selectors:
+            s.probs = s.probs.detach()
+        for q in self.quantizers:
+            q.probs = q.probs.detach()
+        gm = copy.deepcopy(self.graph_module)
+        frozen_q = []
+        for i, (q, bits) in enumerate(zip(gm.zb_quantizers, act)):
+            frozen_q.append(FrozenActQuantizer(bits, q.signed, q.clips.detach()[q.bits.index(bits)]))
+        gm.zb_quantizers = nn.ModuleList(frozen_q)
+        for pool in gm.zb_pools:
+            pool.bind(frozen_q[self._pool_group(pool, gm)])
+        points = self.analysis.points
+        for info in self.analysis.layers.values():
+            source = gm.get_submodule(info.name)
+            layer = FrozenLayer(source, weight_bits[info.group])
+            out_q = None if info.output_point is None else frozen_q[points[info.output_point].group]
+            layer.bind(frozen_q[points[info.input_point].group], out_q)
+            gm.add_submodule(info.name, layer)
+        del gm.zb_selectors
+        gm.recompile()
+        frozen = FrozenModel(gm, copy.deepcopy(self.analysis), list(self.group_bits), act)
+        return frozen.train(self.training)
+
+    def _pool_group(self, pool: QuantAvgPool, gm: fx.GraphModule) -> int:
+        return int(pool.quantizer_group)  # type: ignore[attr-defined]
+
+
+def _make_pool(node: fx.Node, modules: dict[str, nn.Module]) -> QuantAvgPool:
+    """A QuantAvgPool equivalent to the average-pool ``node`` at its traced shapes."""
+    in_shape = tuple(node.args[0].meta["tensor_meta"].shape)  # type: ignore[union-attr]
+    out_shape = tuple(node.meta["tensor_meta"].shape)
+    spatial_in, spatial_out = in_shape[2:], out_shape[2:]
+    module = modules.get(str(node.target)) if node.op == "call_module" else None
+    adaptive = isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)) or (
+        node.op == "call_function" and "adaptive" in getattr(node.target, "__name__", "")
+    )
+    if adaptive:
+        if any(i % o for i, o in zip(spatial_in, spatial_out)):
+            raise ValueError(
+                f"adaptive average pool {node.name!r} maps {spatial_in} to {spatial_out}, which "
+                "is not a whole number of windows; use sizes that divide evenly"
+            )
+        kernel = tuple(i // o for i, o in zip(spatial_in, spatial_out))
+        return QuantAvgPool(kernel, kernel, (0,) * len(kernel))
+    if module is not None:
+        kernel_a, stride_a, padding_a = module.kernel_size, module.stride, module.padding
+        ceil, include = module.ceil_mode, module.count_include_pad
+    else:
+        args = list(node.args) + [None] * 4
+        kernel_a = node.kwargs.get("kernel_size", args[1])
+        stride_a = node.kwargs.get("stride", args[2]) or kernel_a
+        padding_a = node.kwargs.get("padding", args[3] or 0)
+        ceil = bool(node.kwargs.get("ceil_mode", False))
+        include = bool(node.kwargs.get("count_include_pad", True))
+
+    def tup(v: Any) -> tuple[int, ...]:
+        return tuple(v) if isinstance(v, (tuple, list)) else (int(v),) * len(spatial_in)
+
+    kernel, stride, padding = tup(kernel_a), tup(stride_a), tup(padding_a)
+    if ceil or (any(padding) and not include):
+        raise ValueError(
+            f"average pool {node.name!r} uses ceil_mode or excludes padding from the divisor; "
+            "zerobit's integer pool needs a fixed divisor (ceil_mode=False, count_include_pad=True)"
+        )
+    return QuantAvgPool(kernel, stride, padding)
+
+
+def _parse_architecture(model: SearchModel, arch: Mapping[str, Mapping[str, Any]]) -> tuple[list[list[int]], list[int]]:
+    analysis = model.analysis
+    if not isinstance(arch, Mapping):
+        raise ValueError("architecture must be a mapping of layer name to its choices")
+    names = {info.name for info in analysis.layers.values()}
+    inputs = {f"input:{p.node}" for p in analysis.points if p.role == "input"}
+    unknown = set(arch) - names - inputs
+    missing = names - set(arch)
+    if unknown or missing:
+        raise ValueError(f"architecture does not match the model: unknown {sorted(unknown)}, missing {sorted(missing)}")
+    weight_bits: list[list[int] | None] = [None] * len(analysis.groups)
+    act: list[int | None] = [None] * len(analysis.act_groups)
+
+    def set_act(group: int, bits: Any, where: str) -> None:
+        allowed = model.act_group_bits[group]
+        if bits not in allowed:
+            raise ValueError(f"{where}: act_bits {bits!r} is not one of {allowed}")
+        if act[group] is not None and act[group] != bits:
+            raise ValueError(f"{where}: act_bits {bits} differs from {act[group]} of a tensor sharing its quantizer")
+        act[group] = int(bits)
+
+    for info in analysis.layers.values():
+        entry = arch[info.name]
+        bits = list(entry.get("weight_bits", []))
+        allowed = model.group_bits[info.group]
+        if len(bits) != info.out_channels or any(b not in allowed for b in bits):
+            raise ValueError(
+                f"{info.name}: weight_bits must list {info.out_channels} values from {allowed}"
+            )
+        if all(b == 0 for b in bits):
+            raise ValueError(f"{info.name}: every channel is pruned; keep at least one")
+        if weight_bits[info.group] is not None and weight_bits[info.group] != bits:
+            raise ValueError(f"{info.name}: weight_bits differ from a layer it is coupled with")
+        weight_bits[info.group] = bits
+        if info.output_point is not None and entry.get("act_bits") is not None:
+            set_act(analysis.points[info.output_point].group, entry["act_bits"], info.name)
+    for key in inputs & set(arch):
+        node = key.split(":", 1)[1]
+        point = next(p for p in analysis.points if p.role == "input" and p.node == node)
+        set_act(point.group, arch[key].get("act_bits"), key)
+    final_act = [a if a is not None else max(model.act_group_bits[i]) for i, a in enumerate(act)]
+    return [w for w in weight_bits if w is not None], final_act  # type: ignore[misc]
+
+
+def freeze(
+    model: nn.Module,
+    architecture: Mapping[str, Mapping[str, Any]],
+    space: SearchSpace,
+    example_input: torch.Tensor | Sequence[torch.Tensor],
+    **convert_options: Any,
+) -> FrozenModel:
+    """Build the frozen model of ``architecture`` directly from a float model.
+
+    Args:
+        model: The float model (as given to :func:`convert`).
+        architecture: Output of ``SearchModel.architecture()``, possibly edited.
+        space: The search space the architecture was found in.
+        example_input: As for :func:`convert`.
+        **convert_options: Further options of :func:`convert`.
+
+    Returns:
+        The frozen model.
+
+    Raises:
+        ValueError: If the architecture does not fit the model or the space.
+    """
+    smodel = convert(model, example_input, space, **convert_options)
+    smodel.load_architecture_(architecture)
+    return smodel.eval().freeze()

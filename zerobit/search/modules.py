@@ -1,0 +1,219 @@
+# SPDX-License-Identifier: Apache-2.0
+# The modules a converted model is made of: channel selectors (per-channel weight-bit logits),
+# activation quantizers, searchable conv/linear layers and quantized average pools.
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zerobit.quant import (
+    act_scale,
+    fake_quant_act,
+    mixed_act_quant,
+    mixed_weight_quant,
+    quantize_bias_ste,
+    weight_scale,
+)
+
+
+def _initial_logits(bits: tuple[int, ...], channels: int | None) -> torch.Tensor:
+    """Logits ``p / max(bits)`` (the paper's prior, favouring high precision), (P,) or (P, C)."""
+    top = max(bits)
+    column = torch.tensor([b / top for b in bits], dtype=torch.float32)
+    if channels is None:
+        return column
+    return column.unsqueeze(1).repeat(1, channels)
+
+
+def _set_ref(module: nn.Module, name: str, value: object) -> None:
+    """Keep a reference to a shared module without registering it as a child (one owner only)."""
+    object.__setattr__(module, name, value)
+
+
+class ChannelSelector(nn.Module):
+    """Per-output-channel weight bit-width logits shared by one channel-coupling group.
+
+    Attributes:
+        logits: (P, C) trainable architecture parameters, rows ordered as ``bits``.
+        probs: (P, C) probabilities of the current step, set by the owning SearchModel.
+    """
+
+    def __init__(self, bits: tuple[int, ...], channels: int) -> None:
+        super().__init__()
+        self.bits = tuple(bits)
+        self.logits = nn.Parameter(_initial_logits(self.bits, channels))
+        self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
+
+    @property
+    def zero_index(self) -> int | None:
+        """Row of the 0-bit (pruned) option, or None if the group cannot be pruned."""
+        return self.bits.index(0) if 0 in self.bits else None
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, channels={self.logits.shape[1]}"
+
+
+class ActQuantizer(nn.Module):
+    """Searchable activation quantizer: a mixture over candidate bit-widths, one clip per bit-width.
+
+    Attributes:
+        clips: (Q,) learned clip values beta_q (scale = beta_q / max code).
+        logits: (Q,) architecture logits over ``bits``.
+        probs: (Q,) probabilities of the current step, set by the owning SearchModel.
+    """
+
+    def __init__(self, bits: tuple[int, ...], signed: bool, clip: float = 6.0) -> None:
+        super().__init__()
+        self.bits = tuple(bits)
+        self.signed = signed
+        self.clips = nn.Parameter(torch.full((len(self.bits),), float(clip)))
+        self.logits = nn.Parameter(_initial_logits(self.bits, None))
+        self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mixed_act_quant(x, self.clips, self.probs, self.bits, self.signed)
+
+    def effective_scale(self) -> torch.Tensor:
+        """Expected scale sum_q p_q * beta_q / max_code_q (0-dim), detached."""
+        scales = torch.stack(
+            [act_scale(self.clips[i], b, self.signed) for i, b in enumerate(self.bits)]
+        )
+        return (self.probs.detach() * scales.detach()).sum()
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
+
+
+class SearchableLayer(nn.Module):
+    """A Conv1d, Conv2d (including depthwise) or Linear whose output channels choose bit-widths.
+
+    One implementation serves every dimension: ``dims`` is 0 (linear), 1 or 2.
+    The layer's selector (shared with its coupling group) and its input quantizer are references
+    owned by the SearchModel.
+    """
+
+    def __init__(self, layer: nn.Module, kind: str) -> None:
+        super().__init__()
+        weight: torch.Tensor = layer.weight  # type: ignore[assignment]
+        bias: torch.Tensor = layer.bias  # type: ignore[assignment]
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+        self.kind = kind
+        self.dims = weight.dim() - 2
+        self.conv_args: dict[str, object] = {}
+        if self.dims > 0:
+            self.conv_args = dict(
+                stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                groups=layer.groups,
+            )
+
+    def bind(self, selector: ChannelSelector, input_quantizer: nn.Module) -> None:
+        """Attach the group's selector and the quantizer of this layer's input."""
+        _set_ref(self, "selector", selector)
+        _set_ref(self, "input_quantizer", input_quantizer)
+
+    def linear_op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Apply the conv/linear with given weight and bias."""
+        if self.dims == 0:
+            return F.linear(x, weight, bias)
+        op = F.conv1d if self.dims == 1 else F.conv2d
+        return op(x, weight, bias, **self.conv_args)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        selector: ChannelSelector = self.selector  # type: ignore[assignment]
+        probs = selector.probs
+        bits = selector.bits
+        weight = mixed_weight_quant(self.weight, probs, bits)
+        with torch.no_grad():
+            scales = torch.stack([weight_scale(self.weight, b) for b in bits])  # (P, C)
+            weight_scale_eff = (probs.detach() * scales).sum(0)
+            input_scale = self.input_quantizer.effective_scale()  # type: ignore[operator]
+        zero = selector.zero_index
+        keep = (1.0 - probs[zero]) if zero is not None else torch.ones_like(self.bias)
+        bias = quantize_bias_ste(self.bias, input_scale * weight_scale_eff, keep)
+        return self.linear_op(x, weight, bias)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, weight={tuple(self.weight.shape)}"
+
+
+class QuantAvgPool(nn.Module):
+    """Average pool whose result is rounded back onto its input's quantization grid.
+
+    Args:
+        kernel: Pooling window (1 or 2 dims).
+        stride: Pooling stride.
+        padding: Zero padding, counted in the divisor.
+    """
+
+    def __init__(self, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+        count = 1
+        for k in kernel:
+            count *= k
+        self.count = count
+
+    def bind(self, quantizer: nn.Module) -> None:
+        """Attach the quantizer shared by the pool's input and output."""
+        _set_ref(self, "quantizer", quantizer)
+
+    def _pool(self, x: torch.Tensor, divisor: int | None) -> torch.Tensor:
+        if len(self.kernel) == 1:  # pool 1-d as 2-d so that divisor_override is available
+            out = F.avg_pool2d(
+                x.unsqueeze(2), (1, *self.kernel), (1, *self.stride), (0, *self.padding),
+                count_include_pad=True, divisor_override=divisor,
+            )
+            return out.squeeze(2)
+        return F.avg_pool2d(
+            x, self.kernel, self.stride, self.padding, count_include_pad=True,
+            divisor_override=divisor,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        quantizer = self.quantizer  # type: ignore[has-type]
+        if not isinstance(quantizer, FrozenActQuantizer):
+            return quantizer(self._pool(x, None))
+        with torch.no_grad():
+            exact = quantizer.integer_avg_pool(x, self)
+        if not self.training:
+            return exact
+        average = self._pool(x, None)  # fine-tuning: the integer result, straight-through gradient
+        return average + (exact - average).detach()
+
+    def extra_repr(self) -> str:
+        return f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
+
+
+class FrozenActQuantizer(nn.Module):
+    """Activation quantizer with a fixed bit-width and one learned clip.
+
+    In eval mode its tensors hold dequantized integer codes, code * scale, exactly as the
+    integer export computes them.
+    """
+
+    def __init__(self, bits: int, signed: bool, clip: torch.Tensor) -> None:
+        super().__init__()
+        self.bits = int(bits)
+        self.signed = signed
+        self.clip = nn.Parameter(clip.detach().clone().reshape(()))
+
+    def scale(self) -> torch.Tensor:
+        """The quantization step (0-dim float32)."""
+        return act_scale(self.clip, self.bits, self.signed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quant_act(x, self.clip, self.bits, self.signed)
+
+    def integer_avg_pool(self, x: torch.Tensor, pool: QuantAvgPool) -> torch.Tensor:
+        """Average pool on integer codes with the one rounding function of ``zerobit.quant``."""
+        from zerobit.quant import integer_avg_pool_divide
+
+        scale = self.scale().detach()
+        codes = torch.round(x / scale).double()
+        sums = pool._pool(codes, 1).round().long()
+        return integer_avg_pool_divide(sums, pool.count).float() * scale
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
