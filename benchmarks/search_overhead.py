@@ -9,6 +9,7 @@ converted model. Run:
 
     python benchmarks/search_overhead.py --steps 50 --out benchmarks/results/search_overhead.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,9 @@ CASES = {
 COSTS = ("size", "bitops", "mpic", "ne16")
 
 
-def _float_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def _float_step(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> float:
     start = time.perf_counter()
     opt.zero_grad()
     nn.functional.cross_entropy(model(x), y).backward()
@@ -71,9 +74,13 @@ def measure(name: str, cost: str, steps: int, batch: int) -> dict:
         searches.append(s)
         ratios.append(s / f)
     return {
-        "model": name, "cost": cost, "steps": steps, "batch": batch,
+        "model": name,
+        "cost": cost,
+        "steps": steps,
+        "batch": batch,
         "median_ratio": statistics.median(ratios),
-        "median_float_s": statistics.median(floats), "median_search_s": statistics.median(searches),
+        "median_float_s": statistics.median(floats),
+        "median_search_s": statistics.median(searches),
     }
 
 
@@ -92,8 +99,11 @@ def main() -> None:
         for cost in args.costs:
             r = measure(name, cost, args.steps, args.batch)
             results.append(r)
-            print(f"{name:8s} {cost:7s} search/float = {r['median_ratio']:.2f}x "
-                  f"(float {1e3 * r['median_float_s']:.1f} ms, search {1e3 * r['median_search_s']:.1f} ms)")
+            print(
+                f"{name:8s} {cost:7s} search/float = {r['median_ratio']:.2f}x "
+                f"(float {1e3 * r['median_float_s']:.1f} ms, "
+                f"search {1e3 * r['median_search_s']:.1f} ms)"
+            )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))

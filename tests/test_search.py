@@ -16,7 +16,9 @@ from zerobit.models import DSCNN, MobileNetV1, ResNet8
 SPACE = zb.SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(2, 4, 8))
 
 
-def converted(model: nn.Module, shape: tuple[int, ...], space: zb.SearchSpace = SPACE, **kw) -> zb.SearchModel:
+def converted(
+    model: nn.Module, shape: tuple[int, ...], space: zb.SearchSpace = SPACE, **kw
+) -> zb.SearchModel:
     randomize_bn_(model)
     return zb.convert(model, torch.rand(4, *shape), space, **kw)
 
@@ -60,7 +62,10 @@ def test_concat_inputs_keep_independent_decisions() -> None:
     assert {"left"} in groups and {"right"} in groups
     mix = next(i for i in smodel.analysis.layers.values() if i.name == "mix")
     assert sorted(g for g, _ in mix.input_channels) == sorted(
-        [next(i.group for i in smodel.analysis.layers.values() if i.name == n) for n in ("left", "right")]
+        [
+            next(i.group for i in smodel.analysis.layers.values() if i.name == n)
+            for n in ("left", "right")
+        ]
     )
 
 
@@ -164,9 +169,12 @@ def _independent_counts(frozen: zb.FrozenModel, x: torch.Tensor) -> dict[str, di
     records: dict[str, dict] = {}
     handles = []
     for name, layer in frozen.layers().items():
+
         def hook(module, inputs, output, name=name):
             x_in = inputs[0]
-            nonzero = (x_in != 0).flatten(2).any(-1).any(0) if x_in.dim() > 2 else (x_in != 0).any(0)
+            nonzero = (
+                (x_in != 0).flatten(2).any(-1).any(0) if x_in.dim() > 2 else (x_in != 0).any(0)
+            )
             bits = [b for b in module.bits.tolist() if b > 0]
             records[name] = dict(
                 bits=bits,
@@ -176,6 +184,7 @@ def _independent_counts(frozen: zb.FrozenModel, x: torch.Tensor) -> dict[str, di
                 depthwise=module.kind == "depthwise",
                 in_bits=module.input_quantizer.bits,
             )
+
         handles.append(layer.register_forward_hook(hook))
     frozen(x)
     for h in handles:
@@ -200,8 +209,12 @@ def _oracle(records: dict[str, dict], name: str) -> float:
 
 @pytest.mark.parametrize(
     "factory,shape",
-    [(lambda: ResNet8((3, 32, 32)), (3, 32, 32)), (DSCNN, (1, 49, 10)), (ConcatNet, (1, 8, 8)),
-     (FlattenNet, (1, 5, 5))],
+    [
+        (lambda: ResNet8((3, 32, 32)), (3, 32, 32)),
+        (DSCNN, (1, 49, 10)),
+        (ConcatNet, (1, 8, 8)),
+        (FlattenNet, (1, 5, 5)),
+    ],
 )
 def test_costs_of_random_architectures_equal_counts_from_real_tensors(factory, shape) -> None:
     smodel = converted(factory(), shape)
@@ -211,7 +224,10 @@ def test_costs_of_random_architectures_equal_counts_from_real_tensors(factory, s
         records = _independent_counts(frozen, torch.rand(2, *shape))
         for name in ("size", "macs", "bitops", "mpic"):
             expected = _oracle(records, name)
-            assert zb.cost.evaluate(frozen, name) == pytest.approx(expected, rel=1e-9), (trial, name)
+            assert zb.cost.evaluate(frozen, name) == pytest.approx(expected, rel=1e-9), (
+                trial,
+                name,
+            )
             smodel_cost = smodel.eval().costs()[name] if name == "size" else None
             if smodel_cost is not None:
                 assert float(smodel_cost) == pytest.approx(expected, rel=1e-6)
@@ -249,9 +265,23 @@ def test_single_choice_space_is_plain_quantization_aware_training() -> None:
     space = zb.SearchSpace(weight_bits=(8,), act_bits=(8,))
     smodel = converted(ResNet8((1, 16, 16)), (1, 16, 16), space).train()
     assert list(smodel.arch_parameters()) == []
-    frozen = smodel.freeze().train()
     x = torch.rand(4, 1, 16, 16)
-    assert torch.equal(smodel(x), frozen(x))
+    searched = smodel(x)
+    assert all(torch.equal(s.probs, torch.ones_like(s.probs)) for s in smodel.selectors)
+    assert float(smodel.cost()) == pytest.approx(1.0)
+    assert not smodel.cost().requires_grad
+    frozen = smodel.freeze().train()
+    inputs: dict[str, list[torch.Tensor]] = {}
+    for model in (smodel, frozen):
+        for name, layer in model.layers().items():
+            layer.register_forward_hook(
+                lambda m, i, o, name=name: inputs.setdefault(name, []).append(i[0])
+            )
+    smodel(x), frozen(x)
+    for name, (a, b) in inputs.items():
+        if name != "classifier":  # the average pool rounds ties up in the integer model
+            assert torch.equal(a, b), name
+    assert torch.allclose(searched, frozen(x), atol=0.05)
 
 
 def test_freeze_equals_freeze_from_architecture() -> None:
@@ -285,13 +315,26 @@ def test_frozen_eval_outputs_lie_on_the_integer_grid() -> None:
         assert codes.min() >= lo and codes.max() <= hi
 
 
+def test_float32_accumulation_shortcut_equals_float64() -> None:
+    smodel = converted(DSCNN(), (1, 49, 10))
+    randomize_logits_(smodel)
+    frozen = smodel.eval().freeze().eval()
+    x = torch.rand(16, 1, 49, 10)
+    fast = frozen(x)
+    for layer in frozen.layers().values():
+        layer.force_float64 = True
+    assert torch.equal(fast, frozen(x))
+
+
 def test_frozen_training_forward_sees_the_integer_models_activations() -> None:
     smodel = converted(ResNet8((1, 16, 16)), (1, 16, 16))
     randomize_logits_(smodel)
     frozen = smodel.eval().freeze()
     inputs: dict[str, list[torch.Tensor]] = {}
     for name, layer in frozen.layers().items():
-        layer.register_forward_hook(lambda m, i, o, name=name: inputs.setdefault(name, []).append(i[0]))
+        layer.register_forward_hook(
+            lambda m, i, o, name=name: inputs.setdefault(name, []).append(i[0])
+        )
     x = torch.rand(8, 1, 16, 16)
     with torch.no_grad():
         frozen.eval()(x)
@@ -382,22 +425,32 @@ def test_bad_spaces_are_rejected(kwargs, message) -> None:
 
 def test_space_incompatible_with_cost_lists_allowed_bits() -> None:
     with pytest.raises(ValueError, match=r"mpic cost defines weights in \(0, 2, 4, 8\)"):
-        zb.convert(ResNet8((1, 16, 16)), torch.rand(1, 1, 16, 16), zb.SearchSpace((0, 3, 8)), cost="mpic")
+        zb.convert(
+            ResNet8((1, 16, 16)), torch.rand(1, 1, 16, 16), zb.SearchSpace((0, 3, 8)), cost="mpic"
+        )
     with pytest.raises(ValueError, match="ne16 cost needs 8-bit activations"):
         zb.convert(ResNet8((1, 16, 16)), torch.rand(1, 1, 16, 16), SPACE, cost="ne16")
 
 
 def test_override_of_unknown_layer_is_rejected() -> None:
     with pytest.raises(ValueError, match="overrides name unknown layers"):
-        zb.convert(ResNet8((1, 16, 16)), torch.rand(1, 1, 16, 16), zb.SearchSpace(overrides={"stm": {"prunable": False}}))
+        zb.convert(
+            ResNet8((1, 16, 16)),
+            torch.rand(1, 1, 16, 16),
+            zb.SearchSpace(overrides={"stm": {"prunable": False}}),
+        )
 
 
 def test_overrides_pin_bits_of_the_whole_coupling_group() -> None:
-    space = zb.SearchSpace(overrides={"stem": dict(weight_bits=(8,)), "stack2.conv1": dict(prunable=False)})
+    space = zb.SearchSpace(
+        overrides={"stem": dict(weight_bits=(8,)), "stack2.conv1": dict(prunable=False)}
+    )
     smodel = converted(ResNet8((1, 16, 16)), (1, 16, 16), space)
     randomize_logits_(smodel)
     arch = smodel.architecture()
-    assert set(arch["stem"]["weight_bits"]) == {8} and set(arch["stack1.conv2"]["weight_bits"]) == {8}
+    assert set(arch["stem"]["weight_bits"]) == {8} and set(arch["stack1.conv2"]["weight_bits"]) == {
+        8
+    }
     assert 0 not in arch["stack2.conv1"]["weight_bits"]
 
 

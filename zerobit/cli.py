@@ -27,7 +27,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``zerobit`` command."""
+    """Build the argument parser of the ``zerobit`` command."""
     parser = argparse.ArgumentParser(
         prog="zerobit",
         description="Joint pruning and channel-wise mixed-precision search for tiny networks.",
@@ -42,14 +42,26 @@ def build_parser() -> argparse.ArgumentParser:
         "result.json.",
     )
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.add_argument("--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)")
+    demo.add_argument(
+        "--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)"
+    )
     demo.add_argument("--data-dir", default=None, help="folder of the dataset's raw files")
-    demo.add_argument("--subset", type=int, default=4000, help="training samples used (default: 4000)")
-    demo.add_argument("--warmup-epochs", type=int, default=3, help="float warm-up epochs (default: 3)")
+    demo.add_argument(
+        "--subset", type=int, default=4000, help="training samples used (default: 4000)"
+    )
+    demo.add_argument(
+        "--warmup-epochs", type=int, default=3, help="float warm-up epochs (default: 3)"
+    )
     demo.add_argument("--search-epochs", type=int, default=4, help="search epochs (default: 4)")
-    demo.add_argument("--finetune-epochs", type=int, default=2, help="fine-tuning epochs (default: 2)")
-    demo.add_argument("--strength", type=float, default=1.0,
-                      help="weight of the normalized size cost in the loss (default: 1.0)")
+    demo.add_argument(
+        "--finetune-epochs", type=int, default=2, help="fine-tuning epochs (default: 2)"
+    )
+    demo.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="weight of the normalized size cost in the loss (default: 1.0)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.set_defaults(handler=_demo)
     return parser

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 #: Weight bit-widths zerobit can quantize to (0 means "pruned").
@@ -91,12 +90,16 @@ class SearchSpace:
         if weight_bits == (0,):
             raise ValueError("weight_bits=(0,) would prune every channel; add a non-zero bit-width")
         object.__setattr__(self, "weight_bits", weight_bits)
-        object.__setattr__(self, "act_bits", _bits_tuple(self.act_bits, "act_bits", SUPPORTED_ACT_BITS))
+        object.__setattr__(
+            self, "act_bits", _bits_tuple(self.act_bits, "act_bits", SUPPORTED_ACT_BITS)
+        )
         object.__setattr__(
             self, "input_bits", _bits_tuple(self.input_bits, "input_bits", SUPPORTED_ACT_BITS)
         )
         if not isinstance(self.overrides, Mapping):
-            raise ValueError(f"overrides must be a mapping of module name to override, got {self.overrides!r}")
+            raise ValueError(
+                f"overrides must be a mapping of module name to override, got {self.overrides!r}"
+            )
         parsed: dict[str, LayerOverride] = {}
         for name, value in self.overrides.items():
             if isinstance(value, LayerOverride):
@@ -110,8 +113,10 @@ class SearchSpace:
                     )
                 parsed[name] = LayerOverride(**value)
             else:
-                raise ValueError(f"override for {name!r} must be a dict or LayerOverride, got {value!r}")
-        object.__setattr__(self, "overrides", MappingProxyType(parsed))
+                raise ValueError(
+                    f"override for {name!r} must be a dict or LayerOverride, got {value!r}"
+                )
+        object.__setattr__(self, "overrides", parsed)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serializable description (inverse of :meth:`from_dict`)."""
@@ -120,8 +125,11 @@ class SearchSpace:
             "act_bits": list(self.act_bits),
             "input_bits": list(self.input_bits),
             "overrides": {
-                name: {k: (list(v) if isinstance(v, tuple) else v)
-                       for k, v in vars(o).items() if v is not None}
+                name: {
+                    k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in vars(o).items()
+                    if v is not None
+                }
                 for name, o in self.overrides.items()
             },
         }

@@ -11,7 +11,9 @@ from zerobit.cost.spec import LayerSpec
 class HasLayerSpecs(Protocol):
     """Anything that describes its layers to the cost models (e.g. a FrozenModel)."""
 
-    def layer_specs(self) -> list[LayerSpec]: ...
+    def layer_specs(self) -> list[LayerSpec]:
+        """Describe every conv/linear layer to the cost models."""
+        ...
 
 
 def evaluate(model: HasLayerSpecs, cost: str | CostFunction, per_layer: bool = False) -> Any:

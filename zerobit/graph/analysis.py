@@ -7,6 +7,7 @@ import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +128,7 @@ class ChannelGroup:
 
 @dataclass
 class ActPoint:
-    """Where an activation quantizer runs: after ``node`` (a layer, add, input, pool or float op)."""
+    """Where an activation quantizer runs: after ``node`` (layer, add, input, pool or float op)."""
 
     index: int
     node: str
@@ -300,8 +301,18 @@ def analyze(
             signed = input_signed if input_signed is not None else bool(node.meta.get("zb_signed"))
             act[node.name] = new_point(node, "input", signed)
         elif kind is Kind.LAYER:
-            _add_layer(node, modules, src, chan, act, groups_uf, group_of_layer, unprunable,
-                       layers, float_output)
+            _add_layer(
+                node,
+                modules,
+                src,
+                chan,
+                act,
+                groups_uf,
+                group_of_layer,
+                unprunable,
+                layers,
+                float_output,
+            )
             info = layers[node.name]
             if node.name not in float_output:
                 info.output_point = act[node.name] = new_point(node, "layer", needs_sign(node))
@@ -362,9 +373,8 @@ def _check_layer(node: fx.Node, modules: dict[str, nn.Module], notices: list[str
     layer = modules[str(node.target)]
     if isinstance(layer, nn.Linear) and len(_shape(node)) != 2:
         return None  # channel bookkeeping assumes (N, features)
-    if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
-        if layer.padding_mode != "zeros":
-            return None
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d)) and layer.padding_mode != "zeros":
+        return None
     return Kind.LAYER
 
 
@@ -375,9 +385,11 @@ def _check_cat(node: fx.Node) -> Kind | None:
 
 
 def _check_flatten(node: fx.Node) -> Kind:
+    start: Any
+    end: Any
     if node.op == "call_module":
-        start, end = node.graph.owning_module.get_submodule(str(node.target)).start_dim, -1  # type: ignore[union-attr]
-        end = node.graph.owning_module.get_submodule(str(node.target)).end_dim  # type: ignore[union-attr]
+        module: Any = node.graph.owning_module.get_submodule(str(node.target))  # type: ignore[union-attr]
+        start, end = module.start_dim, module.end_dim
     else:
         start = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
         end = node.kwargs.get("end_dim", node.args[2] if len(node.args) > 2 else -1)
@@ -402,11 +414,14 @@ def _float_output_layers(nodes: list[fx.Node], kinds: dict[str, Kind]) -> set[st
     return {n.name for n in nodes if kinds[n.name] is Kind.LAYER and only_output(n)}
 
 
-def _add_layer(node, modules, src, chan, act, groups_uf, group_of_layer, unprunable, layers,
-               float_output) -> None:  # type: ignore[no-untyped-def]
-    layer = modules[str(node.target)]
+def _add_layer(
+    node, modules, src, chan, act, groups_uf, group_of_layer, unprunable, layers, float_output
+) -> None:  # type: ignore[no-untyped-def]
+    layer: Any = modules[str(node.target)]
     shape = _shape(node)
     in_terms = chan[src]
+    kernel: tuple[int, ...]
+    out_size: tuple[int, ...]
     if isinstance(layer, nn.Linear):
         kind, kernel, out_size, out_ch = "linear", (), (), layer.out_features
     else:
@@ -419,10 +434,14 @@ def _add_layer(node, modules, src, chan, act, groups_uf, group_of_layer, unpruna
         if len(in_terms) == 1 and in_terms[0][0] is not None and in_terms[0][1] == 1:
             gid = groups_uf.union(gid, in_terms[0][0])
         else:
-            unprunable.setdefault(gid, f"depthwise {node.target!r} reads channels that cannot be pruned")
+            unprunable.setdefault(
+                gid, f"depthwise {node.target!r} reads channels that cannot be pruned"
+            )
             for g, _ in in_terms:
                 if g is not None:
-                    unprunable.setdefault(g, f"depthwise {node.target!r} follows a concat or flatten")
+                    unprunable.setdefault(
+                        g, f"depthwise {node.target!r} follows a concat or flatten"
+                    )
     elif kind == "conv" and layer.groups > 1:
         why = f"grouped conv {node.target!r} (groups={layer.groups}) needs whole channel groups"
         unprunable.setdefault(gid, why)
@@ -433,9 +452,16 @@ def _add_layer(node, modules, src, chan, act, groups_uf, group_of_layer, unpruna
         unprunable.setdefault(gid, f"{node.target!r} produces the model output")
     group_of_layer[node.name] = gid
     layers[node.name] = LayerInfo(
-        node=node.name, name=str(node.target), kind=kind, group=gid, input_point=act[src],
-        output_point=None, input_channels=list(in_terms), kernel_size=kernel,
-        output_size=out_size, out_channels=out_ch,
+        node=node.name,
+        name=str(node.target),
+        kind=kind,
+        group=gid,
+        input_point=act[src],
+        output_point=None,
+        input_channels=list(in_terms),
+        kernel_size=kernel,
+        output_size=out_size,
+        out_channels=out_ch,
         conv_groups=layer.groups if kind == "conv" else 1,
     )
 
@@ -461,7 +487,9 @@ def _build_groups(layers, groups_uf, unprunable, float_output, modules, notices)
             group.prunable = False
             group.notices.append(why)
             if "produces the model output" not in why:
-                notices.append(f"channels of {[layers[m].name for m in group.members]} are not pruned: {why}")
+                notices.append(
+                    f"channels of {[layers[m].name for m in group.members]} are not pruned: {why}"
+                )
     for info in layers.values():
         info.group = roots[groups_uf.find(info.group)]
         info.input_channels = [

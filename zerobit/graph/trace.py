@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -93,7 +94,9 @@ def fold_batchnorm_(gm: fx.GraphModule) -> list[str]:
     modules = dict(gm.named_modules())
     folded: list[str] = []
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm):
+        if node.op != "call_module" or not isinstance(
+            modules[node.target], nn.modules.batchnorm._BatchNorm
+        ):
             continue
         producer = node.args[0]
         if not isinstance(producer, fx.Node) or producer.op != "call_module":
@@ -128,13 +131,14 @@ def _fold_into(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
     weight: torch.Tensor = layer.weight  # type: ignore[assignment]
     shape = (-1,) + (1,) * (weight.dim() - 1)
     weight.mul_(factor.reshape(shape))
-    old_bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    bias: Any = layer.bias
+    old_bias = bias if bias is not None else torch.zeros_like(bn.running_mean)
     new_bias = (old_bias - bn.running_mean) * factor + beta
     layer.bias = nn.Parameter(new_bias.detach().clone())
 
 
 def ensure_bias_(layer: nn.Module) -> None:
-    """Give a conv/linear a zero bias parameter if it has none (every layer has one after folding)."""
+    """Give a conv/linear a zero bias if it has none (every searchable layer has a bias)."""
     if getattr(layer, "bias", None) is None:
         weight: torch.Tensor = layer.weight  # type: ignore[assignment]
         layer.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype))

@@ -56,6 +56,10 @@ class FrozenLayer(nn.Module):
     :func:`zerobit.quant.requantize`, exactly as the export will.
     """
 
+    bits: torch.Tensor
+    input_quantizer: FrozenActQuantizer
+    output_quantizer: FrozenActQuantizer | None
+
     def __init__(self, source: SearchableLayer, bits: torch.Tensor) -> None:
         super().__init__()
         self.weight = nn.Parameter(source.weight.detach().clone())
@@ -65,8 +69,11 @@ class FrozenLayer(nn.Module):
         self.conv_args = dict(source.conv_args)
         self.register_buffer("bits", bits.to(torch.int64).clone())
         self.linear_op = SearchableLayer.linear_op.__get__(self)  # type: ignore[attr-defined]
+        self.force_float64 = False  # always accumulate in float64 (tests the float32 shortcut)
 
-    def bind(self, input_quantizer: FrozenActQuantizer, output_quantizer: FrozenActQuantizer | None) -> None:
+    def bind(
+        self, input_quantizer: FrozenActQuantizer, output_quantizer: FrozenActQuantizer | None
+    ) -> None:
         """Attach the quantizers of this layer's input and output (None: float output)."""
         _set_ref(self, "input_quantizer", input_quantizer)
         _set_ref(self, "output_quantizer", output_quantizer)
@@ -75,17 +82,18 @@ class FrozenLayer(nn.Module):
         return (1, -1) + (1,) * self.dims
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantized conv/linear in training, exact integer simulation in eval mode."""
         if self.training:
             return self._fake_quant_forward(x)
         return self._integer_forward(x)
 
     def _fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
-        bits: torch.Tensor = self.bits  # type: ignore[assignment]
+        bits = self.bits
         codes, scale = quantize_weight_per_channel(self.weight.detach(), bits)
         shape = (-1,) + (1,) * (self.weight.dim() - 1)
         quantized = codes.to(self.weight.dtype) * scale.reshape(shape)
         weight = self.weight + (quantized - self.weight).detach()
-        input_scale = self.input_quantizer.scale().detach()  # type: ignore[attr-defined]
+        input_scale = self.input_quantizer.scale().detach()
         keep = (bits > 0).to(self.bias.dtype)
         bias = quantize_bias_ste(self.bias, input_scale * scale, keep)
         return self.linear_op(x, weight, bias)
@@ -93,18 +101,26 @@ class FrozenLayer(nn.Module):
     @torch.no_grad()
     def integer_layer(self) -> IntegerLayer:
         """Return the integer parameters this layer computes with in eval mode."""
-        bits: torch.Tensor = self.bits  # type: ignore[assignment]
+        bits = self.bits
         weight_codes, weight_scale = quantize_weight_per_channel(self.weight, bits)
-        input_scale = self.input_quantizer.scale().detach()  # type: ignore[attr-defined]
+        input_scale = self.input_quantizer.scale().detach()
         bias_codes = quantize_bias(self.bias, input_scale, weight_scale)
-        out_q: FrozenActQuantizer | None = self.output_quantizer  # type: ignore[attr-defined]
+        out_q = self.output_quantizer
         if out_q is None:
-            return IntegerLayer(weight_codes, weight_scale, bias_codes, input_scale, None, None, None, None)
+            return IntegerLayer(
+                weight_codes, weight_scale, bias_codes, input_scale, None, None, None, None
+            )
         output_scale = out_q.scale().detach()
         real = input_scale.double() * weight_scale.double() / output_scale.double()
         multiplier, shift = quantize_multiplier(real)
         return IntegerLayer(
-            weight_codes, weight_scale, bias_codes, input_scale, output_scale, multiplier, shift,
+            weight_codes,
+            weight_scale,
+            bias_codes,
+            input_scale,
+            output_scale,
+            multiplier,
+            shift,
             act_range(out_q.bits, out_q.signed),
         )
 
@@ -112,10 +128,19 @@ class FrozenLayer(nn.Module):
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.integer_layer()
         shape = self._channel_shape()
-        codes = torch.round(x / p.input_scale).double()
-        # float64 holds every partial sum exactly (|acc| < 2^53), so this is integer arithmetic.
-        acc = self.linear_op(codes, p.weight_codes.double(), None).round().long()
-        acc = acc + p.bias_codes.long().reshape(shape)
+        codes = torch.round(x / p.input_scale)
+        in_q = self.input_quantizer
+        lo, hi = act_range(in_q.bits, in_q.signed)
+        weight_l1 = p.weight_codes.abs().flatten(1).sum(1).max() if p.weight_codes.numel() else 0
+        bound = max(-lo, hi) * int(weight_l1)
+        # Every partial sum is an integer below `bound`; float32 holds those exactly below 2^24
+        # on the CPU (no NNPACK, whose Winograd transforms round; on CUDA, TF32 would round),
+        # float64 below 2^53.
+        exact32 = bound < 2**24 and x.device.type == "cpu" and not self.force_float64
+        dtype = torch.float32 if exact32 else torch.float64
+        with torch.backends.nnpack.flags(enabled=False):
+            acc = self.linear_op(codes.to(dtype), p.weight_codes.to(dtype), None)
+        acc = acc.round().long() + p.bias_codes.long().reshape(shape)
         if p.output_scale is None:
             scale = (p.input_scale * p.weight_scale).float()
             return acc.float() * scale.reshape(shape)
@@ -146,6 +171,7 @@ class FrozenModel(nn.Module):
         self.act_bits = act_bits
 
     def forward(self, *inputs: torch.Tensor) -> Any:
+        """Run the model (integer-exact in eval mode)."""
         return self.graph_module(*inputs)
 
     def layers(self) -> dict[str, FrozenLayer]:
@@ -168,14 +194,18 @@ class FrozenModel(nn.Module):
         return build_layer_specs(self.analysis, self.group_bits, channels, act_bits, act_probs)
 
     def architecture(self) -> dict[str, dict[str, Any]]:
-        """The fixed architecture in the format of ``SearchModel.architecture()``."""
+        """Return the fixed architecture in the format of ``SearchModel.architecture()``."""
         arch: dict[str, dict[str, Any]] = {}
         points = self.analysis.points
         for point in points:
             if point.role == "input":
                 arch[f"input:{point.node}"] = {"act_bits": self.act_bits[point.group]}
         for info, layer in zip(self.analysis.layers.values(), self.layers().values()):
-            out = None if info.output_point is None else self.act_bits[points[info.output_point].group]
+            out = (
+                None
+                if info.output_point is None
+                else self.act_bits[points[info.output_point].group]
+            )
             arch[info.name] = {"weight_bits": layer.bits.tolist(), "act_bits": out}  # type: ignore[operator]
         return arch
 

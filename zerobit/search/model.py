@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
 
 from zerobit.config import Sampling, SearchSpace
 from zerobit.cost import LayerSpec, mpic_supported_bits, resolve_cost
-from zerobit.graph.analysis import GraphAnalysis, Kind, analyze
+from zerobit.graph.analysis import GraphAnalysis, analyze
 from zerobit.graph.trace import ensure_bias_, fold_batchnorm_, trace
 from zerobit.search.frozen import FrozenLayer, FrozenModel
 from zerobit.search.modules import (
@@ -62,7 +61,11 @@ def _cost_terms(cost: CostArg, detach_input_channels: bool | None) -> list[_Cost
     terms = []
     for key, weight in items:
         function = resolve_cost(key)
-        name = key if isinstance(key, str) else getattr(key, "name", getattr(key, "__name__", "custom"))
+        name = (
+            key
+            if isinstance(key, str)
+            else getattr(key, "name", getattr(key, "__name__", "custom"))
+        )
         detach = (name == "size") if detach_input_channels is None else detach_input_channels
         terms.append(_CostTerm(str(name), function, float(weight), detach))
     return terms
@@ -147,12 +150,15 @@ def convert(
     return SearchModel(gm, analysis, space, sampling, group_bits, act_bits, clips, terms)
 
 
-def _resolve_bits(analysis: GraphAnalysis, space: SearchSpace) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+def _resolve_bits(
+    analysis: GraphAnalysis, space: SearchSpace
+) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
     names = {info.name: info for info in analysis.layers.values()}
     unknown = set(space.overrides) - set(names)
     if unknown:
         raise ValueError(
-            f"overrides name unknown layers {sorted(unknown)}; searchable layers are {sorted(names)}"
+            f"overrides name unknown layers {sorted(unknown)}; "
+            f"searchable layers are {sorted(names)}"
         )
     group_bits: list[tuple[int, ...]] = []
     for group in analysis.groups:
@@ -182,15 +188,23 @@ def _resolve_bits(analysis: GraphAnalysis, space: SearchSpace) -> tuple[list[tup
             if override is not None and override.act_bits is not None:
                 bits_set &= set(override.act_bits)
         if not bits_set:
-            raise ValueError(f"activation overrides leave no bit-width for tensor group {act_group.index}")
+            raise ValueError(
+                f"activation overrides leave no bit-width for tensor group {act_group.index}"
+            )
         act_bits.append(tuple(sorted(bits_set)))
     return group_bits, act_bits
 
 
 @torch.no_grad()
-def _calibrate(gm: fx.GraphModule, analysis: GraphAnalysis, inputs: tuple[torch.Tensor, ...]) -> list[float]:
-    """Initial clip per activation group: the largest magnitude it sees on the example input."""
-    wanted = {analysis.points[i].node: analysis.points[i].group for g in analysis.act_groups for i in g.points}
+def _calibrate(
+    gm: fx.GraphModule, analysis: GraphAnalysis, inputs: tuple[torch.Tensor, ...]
+) -> list[float]:
+    """Return each activation group's initial clip: its peak magnitude on the example input."""
+    wanted = {
+        analysis.points[i].node: analysis.points[i].group
+        for g in analysis.act_groups
+        for i in g.points
+    }
     peaks = [0.0] * len(analysis.act_groups)
 
     class _Recorder(fx.Interpreter):
@@ -241,7 +255,8 @@ class SearchModel(nn.Module):
     def _build(self, clips: list[float]) -> None:
         gm, analysis = self.graph_module, self.analysis
         gm.zb_selectors = nn.ModuleList(
-            ChannelSelector(bits, group.channels) for bits, group in zip(self.group_bits, analysis.groups)
+            ChannelSelector(bits, group.channels)
+            for bits, group in zip(self.group_bits, analysis.groups)
         )
         gm.zb_quantizers = nn.ModuleList(
             ActQuantizer(bits, group.signed, clip)
@@ -250,19 +265,21 @@ class SearchModel(nn.Module):
         pools = gm.zb_pools = nn.ModuleList()
         nodes = {n.name: n for n in gm.graph.nodes}
         modules = dict(gm.named_modules())
+        selectors: Any = gm.zb_selectors
+        quantizers: Any = gm.zb_quantizers
         for info in analysis.layers.values():
             layer = modules[info.name]
             ensure_bias_(layer)
             searchable = SearchableLayer(layer, info.kind)
             gm.add_submodule(info.name, searchable)
-            quantizer = gm.zb_quantizers[analysis.points[info.input_point].group]
-            searchable.bind(gm.zb_selectors[info.group], quantizer)
+            quantizer = quantizers[analysis.points[info.input_point].group]
+            searchable.bind(selectors[info.group], quantizer)
         for point in analysis.points:
             node = nodes[point.node]
             target = f"zb_quantizers.{point.group}"
             if point.role == "avgpool":
                 pool = _make_pool(node, modules)
-                pool.bind(gm.zb_quantizers[point.group])
+                pool.bind(quantizers[point.group])
                 pool.quantizer_group = point.group
                 pools.append(pool)
                 with gm.graph.inserting_after(node):
@@ -287,20 +304,20 @@ class SearchModel(nn.Module):
             if zero is None:
                 continue
             keep = float(1.0 - selector.probs[zero, 0])
-            layer = self.graph_module.get_submodule(info.name)
+            layer: Any = self.graph_module.get_submodule(info.name)
             layer.weight.div_(keep)
             layer.bias.div_(keep)
 
     # ------------------------------------------------------------------------------ accessors
     @property
-    def selectors(self) -> nn.ModuleList:
+    def selectors(self) -> list[ChannelSelector]:
         """One ChannelSelector per channel-coupling group."""
-        return self.graph_module.zb_selectors  # type: ignore[return-value]
+        return cast(list[ChannelSelector], list(self.graph_module.zb_selectors))  # type: ignore[arg-type]
 
     @property
-    def quantizers(self) -> nn.ModuleList:
+    def quantizers(self) -> list[ActQuantizer]:
         """One ActQuantizer per group of activation tensors that share a scale."""
-        return self.graph_module.zb_quantizers  # type: ignore[return-value]
+        return cast(list[ActQuantizer], list(self.graph_module.zb_quantizers))  # type: ignore[arg-type]
 
     def layers(self) -> dict[str, SearchableLayer]:
         """Searchable layers by qualified module name (the names of the original model)."""
@@ -330,13 +347,16 @@ class SearchModel(nn.Module):
     # ------------------------------------------------------------------------------- sampling
     def set_progress(self, progress: float) -> None:
         """Set training progress in [0, 1]; the temperature follows ``sampling.temperature``."""
-        self.temperature.fill_(self.sampling.temperature(progress))
+        self.temperature.fill_(self.sampling.temperature(progress))  # type: ignore[operator]
 
-    def _probs(self, logits: torch.Tensor, bits: tuple[int, ...], key: str, train: bool) -> torch.Tensor:
+    def _probs(
+        self, logits: torch.Tensor, bits: tuple[int, ...], key: str, train: bool
+    ) -> torch.Tensor:
         if not train:
             return one_hot(discretize(logits.detach(), bits), len(bits), logits.detach())
         noise = self._noise.get(key) if self.sampling.gumbel else None
-        return sample_probs(logits, bits, float(self.temperature), noise, self.sampling.hard)
+        temperature = float(self.temperature)  # type: ignore[arg-type]
+        return sample_probs(logits, bits, temperature, noise, self.sampling.hard)
 
     def _sample(self, train: bool, fresh_noise: bool) -> None:
         """Compute every selector's and quantizer's probabilities for this step."""
@@ -357,7 +377,9 @@ class SearchModel(nn.Module):
         return self.graph_module(*inputs)
 
     # ---------------------------------------------------------------------------------- costs
-    def layer_specs(self, train: bool | None = None, detach_inputs: bool = False) -> list[LayerSpec]:
+    def layer_specs(
+        self, train: bool | None = None, detach_inputs: bool = False
+    ) -> list[LayerSpec]:
         """Cost-model specs from the current logits (soft in training, discrete in eval)."""
         train = self.training if train is None else train
         channels = []
@@ -380,11 +402,17 @@ class SearchModel(nn.Module):
         specs = build_layer_specs(self.analysis, bits, channels, act_bits, act_probs)
         reference = sum(term.function(spec) for spec in specs)
         if not reference:
-            raise ValueError(f"cost {term.name!r} of the all-8-bit model is 0; it cannot be normalized")
+            raise ValueError(
+                f"cost {term.name!r} of the all-8-bit model is 0; it cannot be normalized"
+            )
         return reference
 
     def costs(self, raw: bool = True) -> dict[str, torch.Tensor]:
-        """Each cost model's expected cost for the current logits (exact in eval mode)."""
+        """Return each cost model's expected cost for the current logits (exact in eval mode).
+
+        Args:
+            raw: Units of the cost model; False divides by the all-8-bit model's cost.
+        """
         out: dict[str, torch.Tensor] = {}
         for term in self._terms:
             specs = self.layer_specs(detach_inputs=term.detach_inputs)
@@ -393,17 +421,15 @@ class SearchModel(nn.Module):
         return out
 
     def cost(self, raw: bool = False) -> torch.Tensor:
-        """The search's cost: weighted sum of the cost models, each divided by its value for the
-        unpruned all-8-bit model (``raw=True``: the weighted sum in the models' own units).
+        """Return the search's cost, to be added to the loss times a strength.
 
-        In training the probabilities are those of the current step (same Gumbel sample as the
-        forward), recomputed from the logits; in eval mode they are the discrete architecture.
+        The cost is the weighted sum of the cost models, each divided by its value for the
+        unpruned all-8-bit model (``raw=True``: in the models' own units). In training the
+        probabilities are those of the current step (same Gumbel sample as the forward),
+        recomputed from the logits; in eval mode they are the discrete architecture.
         """
-        total: Any = 0.0
-        for term in self._terms:
-            specs = self.layer_specs(detach_inputs=term.detach_inputs)
-            value = sum(term.function(spec) for spec in specs)
-            total = total + term.weight * (value if raw else value / term.reference)
+        values = self.costs(raw)
+        total: Any = sum(term.weight * values[term.name] for term in self._terms)
         return total if isinstance(total, torch.Tensor) else torch.tensor(float(total))
 
     @property
@@ -421,7 +447,7 @@ class SearchModel(nn.Module):
         return weight_bits, act
 
     def architecture(self) -> dict[str, dict[str, Any]]:
-        """The discrete architecture, JSON-serializable.
+        """Return the discrete architecture, JSON-serializable.
 
         Returns:
             ``{layer name: {"weight_bits": [bits per output channel, 0 = pruned],
@@ -434,7 +460,11 @@ class SearchModel(nn.Module):
             if point.role == "input":
                 arch[f"input:{point.node}"] = {"act_bits": act[point.group]}
         for info in self.analysis.layers.values():
-            out = None if info.output_point is None else act[self.analysis.points[info.output_point].group]
+            out = (
+                None
+                if info.output_point is None
+                else act[self.analysis.points[info.output_point].group]
+            )
             arch[info.name] = {"weight_bits": weight_bits[info.group].tolist(), "act_bits": out}
         return arch
 
@@ -447,7 +477,9 @@ class SearchModel(nn.Module):
                 selector.logits.copy_(10.0 * one_hot(index, len(selector.bits), selector.logits))
             for quantizer, bits_a in zip(self.quantizers, act):
                 index_a = torch.tensor(quantizer.bits.index(bits_a))
-                quantizer.logits.copy_(10.0 * one_hot(index_a, len(quantizer.bits), quantizer.logits))
+                quantizer.logits.copy_(
+                    10.0 * one_hot(index_a, len(quantizer.bits), quantizer.logits)
+                )
 
     def freeze(self) -> FrozenModel:
         """Return the discrete model with the current weights, ready to fine-tune and export."""
@@ -456,10 +488,12 @@ class SearchModel(nn.Module):
             s.probs = s.probs.detach()
         for q in self.quantizers:
             q.probs = q.probs.detach()
-        gm = copy.deepcopy(self.graph_module)
+        gm: Any = copy.deepcopy(self.graph_module)
         frozen_q = []
-        for i, (q, bits) in enumerate(zip(gm.zb_quantizers, act)):
-            frozen_q.append(FrozenActQuantizer(bits, q.signed, q.clips.detach()[q.bits.index(bits)]))
+        for q, bits in zip(gm.zb_quantizers, act):
+            frozen_q.append(
+                FrozenActQuantizer(bits, q.signed, q.clips.detach()[q.bits.index(bits)])
+            )
         gm.zb_quantizers = nn.ModuleList(frozen_q)
         for pool in gm.zb_pools:
             pool.bind(frozen_q[self._pool_group(pool, gm)])
@@ -480,11 +514,11 @@ class SearchModel(nn.Module):
 
 
 def _make_pool(node: fx.Node, modules: dict[str, nn.Module]) -> QuantAvgPool:
-    """A QuantAvgPool equivalent to the average-pool ``node`` at its traced shapes."""
+    """Build a QuantAvgPool equivalent to the average-pool ``node`` at its traced shapes."""
     in_shape = tuple(node.args[0].meta["tensor_meta"].shape)  # type: ignore[union-attr]
     out_shape = tuple(node.meta["tensor_meta"].shape)
     spatial_in, spatial_out = in_shape[2:], out_shape[2:]
-    module = modules.get(str(node.target)) if node.op == "call_module" else None
+    module: Any = modules.get(str(node.target)) if node.op == "call_module" else None
     adaptive = isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)) or (
         node.op == "call_function" and "adaptive" in getattr(node.target, "__name__", "")
     )
@@ -496,6 +530,9 @@ def _make_pool(node: fx.Node, modules: dict[str, nn.Module]) -> QuantAvgPool:
             )
         kernel = tuple(i // o for i, o in zip(spatial_in, spatial_out))
         return QuantAvgPool(kernel, kernel, (0,) * len(kernel))
+    kernel_a: Any
+    stride_a: Any
+    padding_a: Any
     if module is not None:
         kernel_a, stride_a, padding_a = module.kernel_size, module.stride, module.padding
         ceil, include = module.ceil_mode, module.count_include_pad
@@ -519,7 +556,9 @@ def _make_pool(node: fx.Node, modules: dict[str, nn.Module]) -> QuantAvgPool:
     return QuantAvgPool(kernel, stride, padding)
 
 
-def _parse_architecture(model: SearchModel, arch: Mapping[str, Mapping[str, Any]]) -> tuple[list[list[int]], list[int]]:
+def _parse_architecture(
+    model: SearchModel, arch: Mapping[str, Mapping[str, Any]]
+) -> tuple[list[list[int]], list[int]]:
     analysis = model.analysis
     if not isinstance(arch, Mapping):
         raise ValueError("architecture must be a mapping of layer name to its choices")
@@ -528,7 +567,10 @@ def _parse_architecture(model: SearchModel, arch: Mapping[str, Mapping[str, Any]
     unknown = set(arch) - names - inputs
     missing = names - set(arch)
     if unknown or missing:
-        raise ValueError(f"architecture does not match the model: unknown {sorted(unknown)}, missing {sorted(missing)}")
+        raise ValueError(
+            f"architecture does not match the model: unknown {sorted(unknown)}, "
+            f"missing {sorted(missing)}"
+        )
     weight_bits: list[list[int] | None] = [None] * len(analysis.groups)
     act: list[int | None] = [None] * len(analysis.act_groups)
 
@@ -537,7 +579,10 @@ def _parse_architecture(model: SearchModel, arch: Mapping[str, Mapping[str, Any]
         if bits not in allowed:
             raise ValueError(f"{where}: act_bits {bits!r} is not one of {allowed}")
         if act[group] is not None and act[group] != bits:
-            raise ValueError(f"{where}: act_bits {bits} differs from {act[group]} of a tensor sharing its quantizer")
+            raise ValueError(
+                f"{where}: act_bits {bits} differs from {act[group]} of a tensor sharing "
+                "its quantizer"
+            )
         act[group] = int(bits)
 
     for info in analysis.layers.values():

@@ -42,7 +42,10 @@ class ChannelSelector(nn.Module):
     def __init__(self, bits: tuple[int, ...], channels: int) -> None:
         super().__init__()
         self.bits = tuple(bits)
-        self.logits = nn.Parameter(_initial_logits(self.bits, channels))
+        # a single candidate leaves nothing to learn
+        self.logits = nn.Parameter(
+            _initial_logits(self.bits, channels), requires_grad=len(bits) > 1
+        )
         self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
 
     @property
@@ -51,6 +54,7 @@ class ChannelSelector(nn.Module):
         return self.bits.index(0) if 0 in self.bits else None
 
     def extra_repr(self) -> str:
+        """Summarize the configuration for ``print(model)``."""
         return f"bits={self.bits}, channels={self.logits.shape[1]}"
 
 
@@ -68,20 +72,22 @@ class ActQuantizer(nn.Module):
         self.bits = tuple(bits)
         self.signed = signed
         self.clips = nn.Parameter(torch.full((len(self.bits),), float(clip)))
-        self.logits = nn.Parameter(_initial_logits(self.bits, None))
+        self.logits = nn.Parameter(_initial_logits(self.bits, None), requires_grad=len(bits) > 1)
         self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantize ``x`` (any shape, float32) with this step's mixture of bit-widths."""
         return mixed_act_quant(x, self.clips, self.probs, self.bits, self.signed)
 
     def effective_scale(self) -> torch.Tensor:
-        """Expected scale sum_q p_q * beta_q / max_code_q (0-dim), detached."""
+        """Return the expected scale sum_q p_q * beta_q / max_code_q (0-dim), detached."""
         scales = torch.stack(
             [act_scale(self.clips[i], b, self.signed) for i, b in enumerate(self.bits)]
         )
         return (self.probs.detach() * scales.detach()).sum()
 
     def extra_repr(self) -> str:
+        """Summarize the configuration for ``print(model)``."""
         return f"bits={self.bits}, signed={self.signed}"
 
 
@@ -92,6 +98,9 @@ class SearchableLayer(nn.Module):
     The layer's selector (shared with its coupling group) and its input quantizer are references
     owned by the SearchModel.
     """
+
+    selector: ChannelSelector
+    input_quantizer: ActQuantizer
 
     def __init__(self, layer: nn.Module, kind: str) -> None:
         super().__init__()
@@ -104,37 +113,47 @@ class SearchableLayer(nn.Module):
         self.conv_args: dict[str, object] = {}
         if self.dims > 0:
             self.conv_args = dict(
-                stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
                 groups=layer.groups,
             )
 
-    def bind(self, selector: ChannelSelector, input_quantizer: nn.Module) -> None:
+    def bind(self, selector: ChannelSelector, input_quantizer: ActQuantizer) -> None:
         """Attach the group's selector and the quantizer of this layer's input."""
         _set_ref(self, "selector", selector)
         _set_ref(self, "input_quantizer", input_quantizer)
 
-    def linear_op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def linear_op(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         """Apply the conv/linear with given weight and bias."""
         if self.dims == 0:
             return F.linear(x, weight, bias)
         op = F.conv1d if self.dims == 1 else F.conv2d
-        return op(x, weight, bias, **self.conv_args)  # type: ignore[arg-type]
+        return op(x, weight, bias, **self.conv_args)  # type: ignore[call-overload]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        selector: ChannelSelector = self.selector  # type: ignore[assignment]
+        """Apply the layer with this step's expected quantized weights and bias.
+
+        Args:
+            x: float32 (N, C_in, *spatial) for a conv, (N, C_in) for a linear.
+        """
+        selector = self.selector
         probs = selector.probs
         bits = selector.bits
         weight = mixed_weight_quant(self.weight, probs, bits)
         with torch.no_grad():
             scales = torch.stack([weight_scale(self.weight, b) for b in bits])  # (P, C)
             weight_scale_eff = (probs.detach() * scales).sum(0)
-            input_scale = self.input_quantizer.effective_scale()  # type: ignore[operator]
+            input_scale = self.input_quantizer.effective_scale()
         zero = selector.zero_index
         keep = (1.0 - probs[zero]) if zero is not None else torch.ones_like(self.bias)
         bias = quantize_bias_ste(self.bias, input_scale * weight_scale_eff, keep)
         return self.linear_op(x, weight, bias)
 
     def extra_repr(self) -> str:
+        """Summarize the configuration for ``print(model)``."""
         return f"kind={self.kind}, weight={tuple(self.weight.shape)}"
 
 
@@ -147,32 +166,46 @@ class QuantAvgPool(nn.Module):
         padding: Zero padding, counted in the divisor.
     """
 
-    def __init__(self, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]) -> None:
+    def __init__(
+        self, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...]
+    ) -> None:
         super().__init__()
         self.kernel, self.stride, self.padding = kernel, stride, padding
         count = 1
         for k in kernel:
             count *= k
         self.count = count
+        self.quantizer_group = -1  # index of the quantizer among the model's
 
-    def bind(self, quantizer: nn.Module) -> None:
+    quantizer: ActQuantizer | FrozenActQuantizer
+
+    def bind(self, quantizer: ActQuantizer | FrozenActQuantizer) -> None:
         """Attach the quantizer shared by the pool's input and output."""
         _set_ref(self, "quantizer", quantizer)
 
     def _pool(self, x: torch.Tensor, divisor: int | None) -> torch.Tensor:
         if len(self.kernel) == 1:  # pool 1-d as 2-d so that divisor_override is available
             out = F.avg_pool2d(
-                x.unsqueeze(2), (1, *self.kernel), (1, *self.stride), (0, *self.padding),
-                count_include_pad=True, divisor_override=divisor,
+                x.unsqueeze(2),
+                (1, *self.kernel),
+                (1, *self.stride),
+                (0, *self.padding),
+                count_include_pad=True,
+                divisor_override=divisor,
             )
             return out.squeeze(2)
         return F.avg_pool2d(
-            x, self.kernel, self.stride, self.padding, count_include_pad=True,
+            x,
+            self.kernel,
+            self.stride,
+            self.padding,
+            count_include_pad=True,
             divisor_override=divisor,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        quantizer = self.quantizer  # type: ignore[has-type]
+        """Average-pool ``x`` (N, C, *spatial) and put the result back on the grid."""
+        quantizer = self.quantizer
         if not isinstance(quantizer, FrozenActQuantizer):
             return quantizer(self._pool(x, None))
         with torch.no_grad():
@@ -183,6 +216,7 @@ class QuantAvgPool(nn.Module):
         return average + (exact - average).detach()
 
     def extra_repr(self) -> str:
+        """Summarize the configuration for ``print(model)``."""
         return f"kernel={self.kernel}, stride={self.stride}, padding={self.padding}"
 
 
@@ -200,10 +234,11 @@ class FrozenActQuantizer(nn.Module):
         self.clip = nn.Parameter(clip.detach().clone().reshape(()))
 
     def scale(self) -> torch.Tensor:
-        """The quantization step (0-dim float32)."""
+        """Return the quantization step (0-dim float32)."""
         return act_scale(self.clip, self.bits, self.signed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantize ``x``; on grid values (eval mode) this is exact."""
         return fake_quant_act(x, self.clip, self.bits, self.signed)
 
     def integer_avg_pool(self, x: torch.Tensor, pool: QuantAvgPool) -> torch.Tensor:
@@ -216,4 +251,5 @@ class FrozenActQuantizer(nn.Module):
         return integer_avg_pool_divide(sums, pool.count).float() * scale
 
     def extra_repr(self) -> str:
+        """Summarize the configuration for ``print(model)``."""
         return f"bits={self.bits}, signed={self.signed}"

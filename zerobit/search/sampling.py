@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 
 
-def gumbel_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+def gumbel_noise(
+    shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Draw standard Gumbel noise, float32 of ``shape``."""
     uniform = torch.rand(shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
     return -torch.log(-torch.log(uniform))

@@ -9,7 +9,7 @@ from zerobit.graph.analysis import GraphAnalysis
 
 
 def kept_channels(bits: Sequence[int], channels: Sequence[Number]) -> Number:
-    """Number of channels not at 0 bits: sum of ``channels`` over non-zero ``bits``."""
+    """Count the channels not at 0 bits: sum of ``channels`` over non-zero ``bits``."""
     total: Number = 0
     for b, n in zip(bits, channels):
         if b != 0:

@@ -68,12 +68,16 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     data = _load(config)
     info = data.info
-    print(f"data: {info.name}, {len(data.train)} train / {len(data.val)} val / {len(data.test)} test")
+    print(
+        f"data: {info.name}, {len(data.train)} train / {len(data.val)} val / {len(data.test)} test"
+    )
     model = get_model(config.model, info.input_shape, info.num_classes)
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
-    model, warm_acc = warm_up(model, data.train, data.val, PhaseConfig(config.warmup_epochs), seed=config.seed)
+    model, warm_acc = warm_up(
+        model, data.train, data.val, PhaseConfig(config.warmup_epochs), seed=config.seed
+    )
     timings["warmup_s"] = time.perf_counter() - start
     print(f"float warm-up: val accuracy {warm_acc:.4f}")
 
@@ -81,13 +85,22 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
     space = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(2, 4, 8))
     smodel = convert(model, example, space, cost="size")
     start = time.perf_counter()
-    smodel, search_acc = search(smodel, data.train, data.val, PhaseConfig(config.search_epochs), config.strength, seed=config.seed)
+    smodel, search_acc = search(
+        smodel,
+        data.train,
+        data.val,
+        PhaseConfig(config.search_epochs),
+        config.strength,
+        seed=config.seed,
+    )
     timings["search_s"] = time.perf_counter() - start
     print(f"search: val accuracy of the discrete architecture {search_acc:.4f}")
 
     frozen = smodel.freeze()
     start = time.perf_counter()
-    frozen, tune_acc = fine_tune(frozen, data.train, data.val, PhaseConfig(config.finetune_epochs), seed=config.seed)
+    frozen, tune_acc = fine_tune(
+        frozen, data.train, data.val, PhaseConfig(config.finetune_epochs), seed=config.seed
+    )
     timings["finetune_s"] = time.perf_counter() - start
     test_acc = evaluate_metric(frozen, data.test)
     arch = frozen.architecture()
@@ -95,8 +108,12 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Any]:
     reference = {name: evaluate(_all8(smodel), name) for name in costs}
     result = {
         "config": asdict(config),
-        "dataset": {"name": info.name, "input_shape": list(info.input_shape),
-                    "num_classes": info.num_classes, "preprocessing": info.preprocessing},
+        "dataset": {
+            "name": info.name,
+            "input_shape": list(info.input_shape),
+            "num_classes": info.num_classes,
+            "preprocessing": info.preprocessing,
+        },
         "val_accuracy": {"warmup": warm_acc, "search": search_acc, "finetune": tune_acc},
         "test_accuracy": test_acc,
         "costs": costs,

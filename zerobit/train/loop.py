@@ -46,7 +46,9 @@ class PhaseConfig:
 
 
 @torch.no_grad()
-def evaluate_metric(model: nn.Module, data: Dataset, metric: MetricFn = accuracy, batch_size: int = 512) -> float:
+def evaluate_metric(
+    model: nn.Module, data: Dataset, metric: MetricFn = accuracy, batch_size: int = 512
+) -> float:
     """Average ``metric`` of ``model`` (in eval mode) over ``data``, weighted by batch size."""
     was_training = model.training
     model.eval()
@@ -60,7 +62,9 @@ def evaluate_metric(model: nn.Module, data: Dataset, metric: MetricFn = accuracy
 
 def _loader(data: Dataset, batch_size: int, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False)
+    return DataLoader(
+        data, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False
+    )
 
 
 def warm_up(
@@ -78,7 +82,11 @@ def warm_up(
     best, best_metric = copy.deepcopy(model), -float("inf")
     for epoch in range(config.epochs):
         model.train()
-        for x, y in tqdm(_loader(train, config.batch_size, seed + epoch), desc=f"warm-up {epoch + 1}/{config.epochs}", leave=False):
+        for x, y in tqdm(
+            _loader(train, config.batch_size, seed + epoch),
+            desc=f"warm-up {epoch + 1}/{config.epochs}",
+            leave=False,
+        ):
             optimizer.zero_grad()
             loss_fn(model(x), y).backward()
             optimizer.step()
@@ -111,7 +119,11 @@ def search(
     best, best_metric, step = copy.deepcopy(_detached(smodel)), -float("inf"), 0
     for epoch in range(config.epochs):
         smodel.train()
-        for x, y in tqdm(_loader(train, config.batch_size, seed + epoch), desc=f"search {epoch + 1}/{config.epochs}", leave=False):
+        for x, y in tqdm(
+            _loader(train, config.batch_size, seed + epoch),
+            desc=f"search {epoch + 1}/{config.epochs}",
+            leave=False,
+        ):
             smodel.set_progress(step / total)
             optimizer.zero_grad()
             arch_optimizer.zero_grad()
@@ -141,7 +153,11 @@ def fine_tune(
     best, best_metric = copy.deepcopy(frozen), evaluate_metric(frozen, val, metric)
     for epoch in range(config.epochs):
         frozen.train()
-        for x, y in tqdm(_loader(train, config.batch_size, seed + epoch), desc=f"fine-tune {epoch + 1}/{config.epochs}", leave=False):
+        for x, y in tqdm(
+            _loader(train, config.batch_size, seed + epoch),
+            desc=f"fine-tune {epoch + 1}/{config.epochs}",
+            leave=False,
+        ):
             optimizer.zero_grad()
             loss_fn(frozen(x), y).backward()
             optimizer.step()
