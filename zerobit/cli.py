@@ -5,64 +5,210 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from zerobit import __version__
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from zerobit.train.demo import DemoConfig, run_demo
+def _bits(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(b) for b in text.replace(" ", "").split(",") if b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints like 0,2,4,8, got {text!r}"
+        ) from None
 
-    config = DemoConfig(
+
+def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    """Options shared by `search` and `demo`; ``defaults`` is a RunConfig."""
+    data = parser.add_argument_group("data and model")
+    data.add_argument(
+        "--dataset",
+        default=defaults.dataset,
+        help=f"registered dataset name (default: {defaults.dataset})",
+    )
+    data.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of the dataset's raw files (default: its standard location)",
+    )
+    data.add_argument(
+        "--subset",
+        type=int,
+        default=defaults.subset,
+        help=f"training samples used (default: {defaults.subset or 'all'})",
+    )
+    data.add_argument(
+        "--model",
+        default=defaults.model,
+        help=f"reference model: resnet8, dscnn, mobilenetv1, mlp (default: {defaults.model})",
+    )
+    space = parser.add_argument_group("search space and cost")
+    space.add_argument(
+        "--weight-bits",
+        type=_bits,
+        default=defaults.weight_bits,
+        help="candidate weight bit-widths per channel, 0 = pruned (default: "
+        + ",".join(map(str, defaults.weight_bits))
+        + ")",
+    )
+    space.add_argument(
+        "--act-bits",
+        type=_bits,
+        default=defaults.act_bits,
+        help="candidate activation bit-widths (default: "
+        + ",".join(map(str, defaults.act_bits))
+        + ")",
+    )
+    space.add_argument(
+        "--input-bits",
+        type=_bits,
+        default=defaults.input_bits,
+        help="candidate bit-widths of the network input (default: 8)",
+    )
+    space.add_argument(
+        "--cost",
+        default=defaults.cost,
+        choices=("size", "bitops", "macs", "mpic", "ne16"),
+        help=f"cost model driving the search (default: {defaults.cost})",
+    )
+    space.add_argument(
+        "--strength",
+        type=float,
+        default=defaults.strength,
+        help="weight of the cost, normalized by the all-8-bit model's, in the loss; "
+        f"larger means smaller models (default: {defaults.strength})",
+    )
+    space.add_argument(
+        "--strength-ramp",
+        action="store_true",
+        help="ramp the strength from 1%% to 100%% over the first half of the search",
+    )
+    space.add_argument("--gumbel", action="store_true", help="Gumbel-softmax sampling")
+    space.add_argument("--hard", action="store_true", help="hard straight-through sampling")
+    train = parser.add_argument_group("training")
+    train.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=defaults.warmup.epochs,
+        help=f"float warm-up epochs (default: {defaults.warmup.epochs})",
+    )
+    train.add_argument(
+        "--search-epochs",
+        type=int,
+        default=defaults.search.epochs,
+        help=f"search epochs (default: {defaults.search.epochs})",
+    )
+    train.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=defaults.finetune.epochs,
+        help=f"fine-tuning epochs (default: {defaults.finetune.epochs})",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.search.batch_size,
+        help=f"mini-batch size of every phase (default: {defaults.search.batch_size})",
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.search.lr,
+        help=f"Adam learning rate of the weights (default: {defaults.search.lr})",
+    )
+    train.add_argument(
+        "--arch-lr",
+        type=float,
+        default=defaults.search.arch_lr,
+        help=f"Adam learning rate of the architecture logits (default: {defaults.search.arch_lr})",
+    )
+    train.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: 0)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="run directory to write (config.json, metrics.jsonl, checkpoints/, result.json)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out from its last checkpoint",
+    )
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from zerobit.train.loop import PhaseConfig
+    from zerobit.train.run import RunConfig
+
+    def phase(epochs: int) -> PhaseConfig:
+        return PhaseConfig(
+            epochs=epochs, lr=args.lr, arch_lr=args.arch_lr, batch_size=args.batch_size
+        )
+
+    return RunConfig(
         dataset=args.dataset,
         data_dir=args.data_dir,
         subset=args.subset,
-        warmup_epochs=args.warmup_epochs,
-        search_epochs=args.search_epochs,
-        finetune_epochs=args.finetune_epochs,
+        model=args.model,
+        weight_bits=args.weight_bits,
+        act_bits=args.act_bits,
+        input_bits=args.input_bits,
+        cost=args.cost,
         strength=args.strength,
+        strength_ramp=args.strength_ramp,
+        gumbel=args.gumbel,
+        hard=args.hard,
+        warmup=phase(args.warmup_epochs),
+        search=phase(args.search_epochs),
+        finetune=phase(args.finetune_epochs),
         seed=args.seed,
     )
-    run_demo(config, Path(args.out))
+
+
+def _search(args: argparse.Namespace) -> int:
+    from zerobit.train.demo import run_demo
+
+    if args.out is None:
+        raise ValueError("--out is required: the run directory to write")
+    run_demo(_config(args), Path(args.out), resume=args.resume)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from zerobit.train.demo import run_demo, with_fallback_data
+
+    run_demo(with_fallback_data(_config(args)), Path(args.out or "runs/demo"), resume=args.resume)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``zerobit`` command."""
+    from zerobit.train.demo import DEMO_CONFIG
+    from zerobit.train.run import RunConfig
+
     parser = argparse.ArgumentParser(
         prog="zerobit",
         description="Joint pruning and channel-wise mixed-precision search for tiny networks.",
     )
     parser.add_argument("--version", action="version", version=f"zerobit {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    search = commands.add_parser(
+        "search",
+        help="one run: float warm-up, joint search, freeze, fine-tune",
+        description="Runs the three phases of the method on a dataset and writes a run "
+        "directory with config.json, metrics.jsonl (one line per epoch), checkpoints/ and "
+        "result.json (accuracies, every cost of the final model, its architecture, timings).",
+    )
+    _add_run_options(search, RunConfig())
+    search.set_defaults(handler=_search)
     demo = commands.add_parser(
         "demo",
-        help="warm-up, search, freeze and fine-tune ResNet-8 on the default data",
-        description="Runs the whole flow on a Fashion-MNIST subset (or scikit-learn's digits "
-        "when Fashion-MNIST is not installed) in a few minutes on 2 CPU cores, and writes "
-        "result.json.",
+        help="the whole flow on the default data in a few minutes",
+        description="Runs warm-up, search, freeze and fine-tune of ResNet-8 on a 4000-sample "
+        "Fashion-MNIST subset (scikit-learn's digits when Debian's dataset-fashion-mnist is not "
+        "installed), in a few minutes on 2 CPU cores.",
     )
-    demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    demo.add_argument(
-        "--dataset", default="fashion-mnist", help="dataset name (default: fashion-mnist)"
-    )
-    demo.add_argument("--data-dir", default=None, help="folder of the dataset's raw files")
-    demo.add_argument(
-        "--subset", type=int, default=4000, help="training samples used (default: 4000)"
-    )
-    demo.add_argument(
-        "--warmup-epochs", type=int, default=3, help="float warm-up epochs (default: 3)"
-    )
-    demo.add_argument("--search-epochs", type=int, default=4, help="search epochs (default: 4)")
-    demo.add_argument(
-        "--finetune-epochs", type=int, default=2, help="fine-tuning epochs (default: 2)"
-    )
-    demo.add_argument(
-        "--strength",
-        type=float,
-        default=1.0,
-        help="weight of the normalized size cost in the loss (default: 1.0)",
-    )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _add_run_options(demo, DEMO_CONFIG)
     demo.set_defaults(handler=_demo)
     return parser
 

@@ -193,6 +193,13 @@ class FrozenModel(nn.Module):
         act_probs = [(1,) for _ in self.act_bits]
         return build_layer_specs(self.analysis, self.group_bits, channels, act_bits, act_probs)
 
+    def uniform_specs(self, bits: int = 8) -> list[LayerSpec]:
+        """Describe the same network unpruned, with every weight and activation at ``bits``."""
+        channels = [[g.channels] for g in self.analysis.groups]
+        act = [(bits,)] * len(self.analysis.act_groups)
+        weight = [(bits,)] * len(channels)
+        return build_layer_specs(self.analysis, weight, channels, act, [(1,)] * len(act))
+
     def architecture(self) -> dict[str, dict[str, Any]]:
         """Return the fixed architecture in the format of ``SearchModel.architecture()``."""
         arch: dict[str, dict[str, Any]] = {}

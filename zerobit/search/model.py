@@ -481,13 +481,18 @@ class SearchModel(nn.Module):
                     10.0 * one_hot(index_a, len(quantizer.bits), quantizer.logits)
                 )
 
-    def freeze(self) -> FrozenModel:
-        """Return the discrete model with the current weights, ready to fine-tune and export."""
-        weight_bits, act = self._discrete()
+    def detach_probs_(self) -> SearchModel:
+        """Drop the autograd history of the last step's probabilities (needed to deep-copy)."""
         for s in self.selectors:
             s.probs = s.probs.detach()
         for q in self.quantizers:
             q.probs = q.probs.detach()
+        return self
+
+    def freeze(self) -> FrozenModel:
+        """Return the discrete model with the current weights, ready to fine-tune and export."""
+        weight_bits, act = self._discrete()
+        self.detach_probs_()
         gm: Any = copy.deepcopy(self.graph_module)
         frozen_q = []
         for q, bits in zip(gm.zb_quantizers, act):

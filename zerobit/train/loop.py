@@ -29,14 +29,15 @@ class PhaseConfig:
     Attributes:
         epochs: Passes over the training set.
         lr: Adam learning rate of weights, biases and clips.
-        arch_lr: SGD (momentum 0.9) learning rate of the architecture logits (search only).
+        arch_lr: Adam learning rate of the architecture logits (search only). Adam makes the
+            logits' speed independent of the cost's units and of the model's size.
         batch_size: Mini-batch size.
         weight_decay: L2 weight decay on weights (never on clips or logits).
     """
 
     epochs: int = 5
     lr: float = 1e-3
-    arch_lr: float = 1e-2
+    arch_lr: float = 5e-2
     batch_size: int = 128
     weight_decay: float = 0.0
 
@@ -108,15 +109,17 @@ def search(
 ) -> tuple[SearchModel, float]:
     """Search weights and architecture together: loss + strength * normalized cost.
 
-    The temperature follows training progress (``smodel.set_progress``); the returned model is
-    the epoch whose discrete architecture scored best on the validation set.
+    The temperature follows training progress (``smodel.set_progress``). The model of the last
+    epoch is returned with its validation metric (choosing the best-scoring epoch would favour
+    the early, barely compressed architectures).
     """
     loss_fn = loss_fn or nn.functional.cross_entropy
     optimizer = torch.optim.Adam(smodel.weight_parameter_groups(config.weight_decay), config.lr)
-    arch_optimizer = torch.optim.SGD(smodel.arch_parameters(), config.arch_lr, momentum=0.9)
+    arch_params = list(smodel.arch_parameters())
+    arch_optimizer = torch.optim.Adam(arch_params, config.arch_lr) if arch_params else None
     steps_per_epoch = max(1, -(-len(train) // config.batch_size))  # type: ignore[arg-type]
     total = max(1, config.epochs * steps_per_epoch)
-    best, best_metric, step = copy.deepcopy(_detached(smodel)), -float("inf"), 0
+    step, value = 0, float("nan")
     for epoch in range(config.epochs):
         smodel.train()
         for x, y in tqdm(
@@ -126,16 +129,16 @@ def search(
         ):
             smodel.set_progress(step / total)
             optimizer.zero_grad()
-            arch_optimizer.zero_grad()
+            if arch_optimizer is not None:
+                arch_optimizer.zero_grad()
             loss = loss_fn(smodel(x), y) + strength * smodel.cost()
             loss.backward()
             optimizer.step()
-            arch_optimizer.step()
+            if arch_optimizer is not None:
+                arch_optimizer.step()
             step += 1
         value = evaluate_metric(smodel, val, metric)
-        if value > best_metric:
-            best, best_metric = copy.deepcopy(_detached(smodel)), value
-    return best.eval(), best_metric
+    return smodel.detach_probs_().eval(), value
 
 
 def fine_tune(
@@ -165,12 +168,3 @@ def fine_tune(
         if value > best_metric:
             best, best_metric = copy.deepcopy(frozen), value
     return best.eval(), best_metric
-
-
-def _detached(smodel: SearchModel) -> SearchModel:
-    """Drop the per-step probability tensors (they hold autograd history) before copying."""
-    for s in smodel.selectors:
-        s.probs = s.probs.detach()
-    for q in smodel.quantizers:
-        q.probs = q.probs.detach()
-    return smodel

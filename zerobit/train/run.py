@@ -1,0 +1,452 @@
+# SPDX-License-Identifier: Apache-2.0
+# One search run as a resumable pipeline: float warm-up, search, freeze, fine-tune, result.json.
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from zerobit import __version__
+from zerobit.config import Sampling, SearchSpace
+from zerobit.cost import evaluate, resolve_cost
+from zerobit.data import DatasetSplits, load_dataset
+from zerobit.models import get_model
+from zerobit.search import FrozenModel, SearchModel, convert
+from zerobit.train.loop import PhaseConfig, accuracy, evaluate_metric
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
+PHASES = ("warmup", "search", "finetune")
+#: Costs reported for every final model: result.json key -> cost model.
+REPORTED_COSTS = {
+    "size_bits": "size",
+    "bitops": "bitops",
+    "macs": "macs",
+    "mpic_cycles": "mpic",
+    "ne16_cycles": "ne16",
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; stored as ``config.json`` in the run directory.
+
+    Attributes:
+        dataset: Registered dataset name.
+        data_dir: Folder of the dataset's raw files (None: default location).
+        subset: Training samples used (None: all).
+        val_fraction: Fraction of the training data held out for validation (selection).
+        model: Registered model name.
+        weight_bits: Candidate weight bit-widths (0 = pruned).
+        act_bits: Candidate activation bit-widths.
+        input_bits: Candidate bit-widths of the network input.
+        cost: Cost model driving the search.
+        strength: Weight of the normalized cost in the search loss.
+        strength_ramp: Ramp the strength linearly from 1 % to 100 % over the first half of the
+            search (the paper's "incremental strength"), as a function of progress.
+        gumbel: Gumbel-softmax sampling.
+        hard: Hard (straight-through one-hot) sampling.
+        initial_temperature: Softmax temperature at the start of the search.
+        final_temperature: Softmax temperature at the end of the search.
+        warmup: Float warm-up phase settings.
+        search: Search phase settings.
+        finetune: Fine-tuning phase settings.
+        seed: Seed of splits, initialization, shuffling and sampling.
+        calibration_samples: Training samples used to calibrate activation clips at conversion.
+    """
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    subset: int | None = None
+    val_fraction: float = 0.1
+    model: str = "resnet8"
+    weight_bits: tuple[int, ...] = (0, 2, 4, 8)
+    act_bits: tuple[int, ...] = (2, 4, 8)
+    input_bits: tuple[int, ...] = (8,)
+    cost: str = "size"
+    strength: float = 1.0
+    strength_ramp: bool = False
+    gumbel: bool = False
+    hard: bool = False
+    initial_temperature: float = 1.0
+    final_temperature: float = math.exp(-4.5)
+    warmup: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=5))
+    search: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=5))
+    finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=3))
+    seed: int = 0
+    calibration_samples: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("weight_bits", "act_bits", "input_bits"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in PHASES:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, PhaseConfig(**value))
+        if self.strength < 0 or not math.isfinite(self.strength):
+            raise ValueError(f"strength must be a finite number >= 0, got {self.strength}")
+        if self.calibration_samples < 1:
+            raise ValueError("calibration_samples must be >= 1")
+        self.space()  # validates the bit sets
+        self.sampling()
+
+    def space(self) -> SearchSpace:
+        """Return the search space of this run."""
+        return SearchSpace(self.weight_bits, self.act_bits, self.input_bits)
+
+    def sampling(self) -> Sampling:
+        """Return the sampling schedule of this run."""
+        return Sampling(self.initial_temperature, self.final_temperature, self.gumbel, self.hard)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serializable dict (inverse of :meth:`from_dict`)."""
+        data = asdict(self)
+        for name in ("weight_bits", "act_bits", "input_bits"):
+            data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown run configuration keys {sorted(unknown)}")
+        return cls(**data)
+
+
+def strength_at(config: RunConfig, progress: float) -> float:
+    """Regularization strength at search progress ``progress`` in [0, 1]."""
+    if not config.strength_ramp:
+        return config.strength
+    return config.strength * min(1.0, 0.01 + 0.99 * progress / 0.5)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` with torch.save so that a crash never leaves a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _epoch_seed(seed: int, phase: str, epoch: int) -> int:
+    # Each epoch is reseeded from (seed, phase, epoch), so an interrupted run resumed at an epoch
+    # boundary draws the same shuffles, dropout masks and Gumbel noise as an uninterrupted one.
+    return (seed * 1_000_003 + PHASES.index(phase) * 10_007 + epoch) % (2**31)
+
+
+class Run:
+    """A run directory and the pipeline that fills it.
+
+    Args:
+        config: The run's configuration.
+        out: The run directory (created; an existing one must hold the same configuration).
+        loss_fn: Training loss ``(logits, target) -> scalar`` (default: cross-entropy).
+        metric: Validation/test metric ``(logits, target) -> float``, higher is better
+            (default: top-1 accuracy).
+        data: Pre-loaded splits (default: ``load_dataset(config.dataset, ...)``).
+        model_fn: Builds the float model (default: ``get_model(config.model, ...)``).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out: str | os.PathLike[str],
+        loss_fn: LossFn | None = None,
+        metric: MetricFn = accuracy,
+        data: DatasetSplits | None = None,
+        model_fn: Callable[[], nn.Module] | None = None,
+    ) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.loss_fn = loss_fn or nn.functional.cross_entropy
+        self.metric = metric
+        self._data = data
+        self._model_fn = model_fn
+        self.checkpoints = self.out / "checkpoints"
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------ plumbing
+    @property
+    def data(self) -> DatasetSplits:
+        """The dataset splits (loaded on first use)."""
+        if self._data is None:
+            c = self.config
+            self._data = load_dataset(c.dataset, c.data_dir, c.subset, c.seed, c.val_fraction)
+        return self._data
+
+    def _new_model(self) -> nn.Module:
+        torch.manual_seed(self.config.seed)
+        if self._model_fn is not None:
+            return self._model_fn()
+        info = self.data.info
+        return get_model(self.config.model, info.input_shape, info.num_classes)
+
+    def _prepare_directory(self, resume: bool) -> None:
+        config_path = self.out / "config.json"
+        if config_path.exists():
+            stored = json.loads(config_path.read_text())
+            if stored != self.config.to_dict():
+                raise ValueError(
+                    f"{self.out} holds a run with a different configuration; use another --out "
+                    "or resume it with its own configuration"
+                )
+            if not resume and (self.out / "result.json").exists():
+                raise ValueError(f"{self.out} already holds a finished run; use another --out")
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(json.dumps(self.config.to_dict(), indent=2), config_path)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _checkpoint(self, phase: str) -> dict[str, Any] | None:
+        path = self.checkpoints / f"{phase}.pt"
+        if not path.exists():
+            return None
+        return torch.load(path, weights_only=True)
+
+    def _loader(self, batch_size: int) -> DataLoader:
+        return DataLoader(self.data.train, batch_size=batch_size, shuffle=True)
+
+    def _example_input(self) -> torch.Tensor:
+        train = self.data.train
+        n = min(self.config.calibration_samples, len(train))  # type: ignore[arg-type]
+        return torch.stack([train[i][0] for i in range(n)])
+
+    # -------------------------------------------------------------------------------- phases
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        """Run (or resume) every phase and write ``result.json``; return the result."""
+        self._prepare_directory(resume)
+        if not resume:
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            for phase in PHASES:
+                (self.checkpoints / f"{phase}.pt").unlink(missing_ok=True)
+        latest = next(
+            (ck for p in reversed(PHASES) if (ck := self._checkpoint(p)) is not None), None
+        )
+        self.timings = dict(json.loads(latest["timings"])) if latest is not None else {}
+        model = self.warm_up()
+        smodel = self.search_phase(model)
+        frozen = self.finetune_phase(smodel)
+        return self.write_result(frozen)
+
+    def _train_epochs(
+        self,
+        phase: str,
+        model: nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        epochs: int,
+        batch_size: int,
+        step_fn: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor],
+        state: dict[str, Any],
+        extra_log: Callable[[], dict[str, Any]] = dict,
+        select_best: bool = True,
+    ) -> None:
+        """Shared epoch loop with per-epoch checkpoints; ``state`` carries epoch and best."""
+        loader = self._loader(batch_size)
+        total = max(1, epochs * len(loader))
+        while state["epoch"] < epochs:
+            epoch = state["epoch"]
+            torch.manual_seed(_epoch_seed(self.config.seed, phase, epoch))
+            start = time.perf_counter()
+            model.train()
+            losses = []
+            bar = tqdm(loader, desc=f"{phase} {epoch + 1}/{epochs}", leave=False)
+            for i, (x, y) in enumerate(bar):
+                for opt in optimizers:
+                    opt.zero_grad()
+                loss = step_fn(x, y, epoch * len(loader) + i, total)
+                loss.backward()
+                for opt in optimizers:
+                    opt.step()
+                losses.append(float(loss.detach()))
+            value = evaluate_metric(model, self.data.val, self.metric)
+            elapsed = time.perf_counter() - start
+            self.timings[f"{phase}_s"] = self.timings.get(f"{phase}_s", 0.0) + elapsed
+            state["epoch"] = epoch + 1
+            if not select_best or value >= state["best_metric"]:
+                state["best_metric"] = value
+                state["best_model"] = {k: v.clone() for k, v in model.state_dict().items()}
+            record = {
+                "phase": phase,
+                "epoch": epoch + 1,
+                "train_loss": sum(losses) / max(len(losses), 1),
+                "val_metric": value,
+                "time_s": elapsed,
+                **extra_log(),
+            }
+            _atomic_save(
+                {
+                    "epoch": state["epoch"],
+                    "best_metric": state["best_metric"],
+                    "best_model": state["best_model"],
+                    "model": model.state_dict(),
+                    "optimizers": [opt.state_dict() for opt in optimizers],
+                    "timings": json.dumps(self.timings),
+                },
+                self.checkpoints / f"{phase}.pt",
+            )
+            self._log(record)
+
+    @staticmethod
+    def _restore(
+        model: nn.Module, optimizers: list[torch.optim.Optimizer], ckpt: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        if ckpt is None:
+            return {"epoch": 0, "best_metric": -math.inf, "best_model": None}
+        model.load_state_dict(ckpt["model"])
+        for opt, opt_state in zip(optimizers, ckpt["optimizers"]):
+            opt.load_state_dict(opt_state)
+        return {
+            "epoch": ckpt["epoch"],
+            "best_metric": ckpt["best_metric"],
+            "best_model": ckpt["best_model"],
+        }
+
+    def warm_up(self) -> nn.Module:
+        """Phase 1: train the float model; return the best epoch on the validation set."""
+        c = self.config.warmup
+        model = self._new_model()
+        optimizer = torch.optim.Adam(model.parameters(), c.lr, weight_decay=c.weight_decay)
+        state = self._restore(model, [optimizer], self._checkpoint("warmup"))
+
+        def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
+            return self.loss_fn(model(x), y)
+
+        self._train_epochs("warmup", model, [optimizer], c.epochs, c.batch_size, step, state)
+        if state["best_model"] is not None:
+            model.load_state_dict(state["best_model"])
+        return model.eval()
+
+    def _convert(self, model: nn.Module) -> SearchModel:
+        c = self.config
+        return convert(model, self._example_input(), c.space(), c.cost, sampling=c.sampling())
+
+    def search_phase(self, model: nn.Module) -> SearchModel:
+        """Phase 2: joint search of weights and architecture; return the last epoch's model."""
+        c = self.config
+        smodel = self._convert(model)
+        optimizer = torch.optim.Adam(
+            smodel.weight_parameter_groups(c.search.weight_decay), c.search.lr
+        )
+        arch_params = list(smodel.arch_parameters())
+        optimizers: list[torch.optim.Optimizer] = [optimizer]
+        if arch_params:
+            optimizers.append(torch.optim.Adam(arch_params, c.search.arch_lr))
+        state = self._restore(smodel, optimizers, self._checkpoint("search"))
+
+        def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
+            progress = i / total
+            smodel.set_progress(progress)
+            return self.loss_fn(smodel(x), y) + strength_at(c, progress) * smodel.cost()
+
+        def costs() -> dict[str, Any]:
+            smodel.eval()
+            value = float(smodel.cost().detach())
+            return {"cost": value, "temperature": float(smodel.temperature)}  # type: ignore[arg-type]
+
+        self._train_epochs(
+            "search",
+            smodel,
+            optimizers,
+            c.search.epochs,
+            c.search.batch_size,
+            step,
+            state,
+            extra_log=costs,
+            select_best=False,
+        )
+        smodel.detach_probs_()
+        return smodel.eval()
+
+    def finetune_phase(self, smodel: SearchModel) -> FrozenModel:
+        """Phase 3: freeze the architecture and fine-tune; return the best validation epoch."""
+        c = self.config.finetune
+        frozen = smodel.freeze()
+        optimizer = torch.optim.Adam(frozen.parameters(), c.lr, weight_decay=c.weight_decay)
+        ckpt = self._checkpoint("finetune")
+        state = self._restore(frozen, [optimizer], ckpt)
+        if ckpt is None:  # the frozen model before fine-tuning competes too
+            state["best_metric"] = evaluate_metric(frozen, self.data.val, self.metric)
+            state["best_model"] = {k: v.clone() for k, v in frozen.state_dict().items()}
+
+        def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
+            return self.loss_fn(frozen(x), y)
+
+        self._train_epochs("finetune", frozen, [optimizer], c.epochs, c.batch_size, step, state)
+        frozen.load_state_dict(state["best_model"])
+        return frozen.eval()
+
+    # -------------------------------------------------------------------------------- result
+    def write_result(self, frozen: FrozenModel) -> dict[str, Any]:
+        """Evaluate the final model and write ``result.json``."""
+        info = self.data.info
+        costs: dict[str, Any] = {}
+        for key, name in REPORTED_COSTS.items():
+            try:
+                costs[key] = evaluate(frozen, name)
+            except ValueError:  # the space has bits this hardware model does not define
+                costs[key] = None
+        costs["size_bytes"] = costs["size_bits"] / 8
+        reference = {}
+        for key, name in REPORTED_COSTS.items():
+            function = resolve_cost(name)
+            reference[key] = sum(function(spec) for spec in frozen.uniform_specs(8))
+        result = {
+            "zerobit_version": __version__,
+            "name": self.out.name,
+            "method": "joint",
+            "config": self.config.to_dict(),
+            "dataset": {
+                "name": info.name,
+                "input_shape": list(info.input_shape),
+                "num_classes": info.num_classes,
+                "preprocessing": info.preprocessing,
+                "train_samples": len(self.data.train),  # type: ignore[arg-type]
+                "val_samples": len(self.data.val),  # type: ignore[arg-type]
+                "test_samples": len(self.data.test),  # type: ignore[arg-type]
+            },
+            "val_accuracy": evaluate_metric(frozen, self.data.val, self.metric),
+            "test_accuracy": evaluate_metric(frozen, self.data.test, self.metric),
+            "costs": costs,
+            "costs_all_8bit": reference,
+            "architecture": frozen.architecture(),
+            "timings": self.timings,
+        }
+        _atomic_write_text(json.dumps(result, indent=2), self.out / "result.json")
+        return result
+
+
+def run(
+    config: RunConfig,
+    out: str | os.PathLike[str],
+    resume: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """Run the whole pipeline into ``out`` and return the result (see :class:`Run`)."""
+    return Run(config, out, **options).run(resume=resume)
+
+
+def with_overrides(config: RunConfig, **changes: Any) -> RunConfig:
+    """Return ``config`` with fields replaced (phase fields accept dicts)."""
+    return replace(config, **changes)
+
+
+__all__ = ["Run", "RunConfig", "run", "strength_at", "with_overrides"]
