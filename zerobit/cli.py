@@ -181,6 +181,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from zerobit.report import write_report
+
+    summary = write_report(args.runs, Path(args.out), cost=args.cost, metric=args.metric)
+    print(Path(summary["report"]).read_text())
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``zerobit`` command."""
     from zerobit.train.demo import DEMO_CONFIG
@@ -210,6 +219,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(demo, DEMO_CONFIG)
     demo.set_defaults(handler=_demo)
+    report = commands.add_parser(
+        "report",
+        help="table, non-dominated set and pictures of finished runs",
+        description="Reads the result.json of each run directory and writes report.md (a table "
+        "marking the non-dominated runs), runs.csv, pareto.png, and an architecture map "
+        "(layers x channels coloured by bits, pruned channels grey) per non-dominated run.",
+    )
+    report.add_argument("runs", nargs="+", help="run directories (each with a result.json)")
+    report.add_argument("--out", required=True, help="folder to write the report into")
+    report.add_argument(
+        "--cost",
+        default="size_bytes",
+        help="cost on the x axis: size_bytes, size_bits, bitops, macs, mpic_cycles, ne16_cycles "
+        "(default: size_bytes)",
+    )
+    report.add_argument(
+        "--metric",
+        default="val_accuracy",
+        help="metric on the y axis: val_accuracy or test_accuracy (default: val_accuracy)",
+    )
+    report.set_defaults(handler=_report)
     return parser
 
 

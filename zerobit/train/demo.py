@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from zerobit.data import load_dataset
+from zerobit.report import write_report
 from zerobit.train.loop import PhaseConfig
 from zerobit.train.run import Run, RunConfig
 
@@ -42,6 +43,7 @@ def with_fallback_data(config: RunConfig) -> RunConfig:
 def run_demo(config: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
     """Run the pipeline for ``config`` into ``out`` and print a summary."""
     result = Run(config, out).run(resume=resume)
+    summary = write_report([out], out / "report")
     arch = result["architecture"]
     pruned = sum(b == 0 for entry in arch.values() for b in entry.get("weight_bits", []))
     total = sum(len(entry.get("weight_bits", [])) for entry in arch.values())
@@ -55,5 +57,7 @@ def run_demo(config: RunConfig, out: Path, resume: bool = False) -> dict[str, An
         saved = 1 - costs["size_bits"] / reference["size_bits"]
         line += f" ({100 * saved:.1f}% smaller than all-8-bit)"
     print(line + f", {pruned}/{total} channels pruned")
-    print(f"run directory: {out}")
+    print(
+        f"run directory: {out}; architecture map: {summary['architecture_plots'][result['name']]}"
+    )
     return result

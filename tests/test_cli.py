@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: Apache-2.0
+# The command line: search, report and errors, through main() as a user would call them.
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zerobit.cli import build_parser, main
+
+TINY = [
+    "--dataset", "digits", "--subset", "128", "--batch-size", "64",
+    "--warmup-epochs", "1", "--search-epochs", "1", "--finetune-epochs", "0",
+]  # fmt: skip
+
+
+def test_search_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert main(["search", *TINY, "--strength", "3", "--out", str(run)]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["config"]["strength"] == 3.0
+    assert result["config"]["search"]["epochs"] == 1
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "run" in out and (tmp_path / "report" / "pareto.png").stat().st_size > 0
+    assert (tmp_path / "report" / "arch_run.png").exists()
+
+
+def test_errors_say_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["search", *TINY, "--weight-bits", "0,3,8", "--cost", "mpic", "--out", str(tmp_path)]
+    )
+    assert code == 2
+    assert "mpic cost defines weights in (0, 2, 4, 8)" in capsys.readouterr().err
+    assert main(["search", *TINY, "--dataset", "nope", "--out", str(tmp_path / "x")]) == 2
+    assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["search", "--weight-bits", "a,b"])
+
+
+def test_every_option_is_explained() -> None:
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, command in sub.items():
+        for action in command._actions:
+            if action.dest != "help":
+                assert action.help, f"{name} {action.dest} has no help"
