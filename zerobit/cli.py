@@ -84,6 +84,13 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         action="store_true",
         help="ramp the strength from 1%% to 100%% over the first half of the search",
     )
+    space.add_argument(
+        "--target",
+        default=None,
+        help="budget mode: the strength adapts so the final model meets a budget, e.g. "
+        "size=20kB (kB = 1000 B, KiB = 1024 B), mpic=2e6, ne16=1e5; a greedy step lowers bits "
+        "if the searched model ends over budget",
+    )
     space.add_argument("--gumbel", action="store_true", help="Gumbel-softmax sampling")
     space.add_argument("--hard", action="store_true", help="hard straight-through sampling")
     train = parser.add_argument_group("training")
@@ -162,6 +169,7 @@ def _config(args: argparse.Namespace) -> Any:
         search=phase(args.search_epochs),
         finetune=phase(args.finetune_epochs),
         seed=args.seed,
+        target=args.target,
     )
 
 

@@ -22,6 +22,14 @@ from zerobit.cost import evaluate, resolve_cost
 from zerobit.data import DatasetSplits, load_dataset
 from zerobit.models import get_model
 from zerobit.search import FrozenModel, SearchModel, convert
+from zerobit.train.budget import (
+    StrengthController,
+    Target,
+    discrete_cost,
+    fit_budget_,
+    minimum_cost,
+    parse_target,
+)
 from zerobit.train.loop import PhaseConfig, accuracy, evaluate_metric
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,6 +71,8 @@ class RunConfig:
         finetune: Fine-tuning phase settings.
         seed: Seed of splits, initialization, shuffling and sampling.
         calibration_samples: Training samples used to calibrate activation clips at conversion.
+        target: A budget such as ``"size=20kB"`` or ``"mpic=2e6"``: the strength then adapts
+            during the search so that the final model meets it (see zerobit.train.budget).
     """
 
     dataset: str = "fashion-mnist"
@@ -85,6 +95,7 @@ class RunConfig:
     finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=3))
     seed: int = 0
     calibration_samples: int = 256
+    target: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -99,6 +110,8 @@ class RunConfig:
             raise ValueError("calibration_samples must be >= 1")
         self.space()  # validates the bit sets
         self.sampling()
+        if self.target is not None:
+            parse_target(self.target)
 
     def space(self) -> SearchSpace:
         """Return the search space of this run."""
@@ -181,6 +194,8 @@ class Run:
         self._model_fn = model_fn
         self.checkpoints = self.out / "checkpoints"
         self.timings: dict[str, float] = {}
+        self.budget: dict[str, Any] | None = None
+        self._extra: dict[str, Any] = {}  # objects with state_dict() saved in checkpoints
 
     # ------------------------------------------------------------------------------ plumbing
     @property
@@ -300,17 +315,23 @@ class Run:
                     "model": model.state_dict(),
                     "optimizers": [opt.state_dict() for opt in optimizers],
                     "timings": json.dumps(self.timings),
+                    "extra": {k: v.state_dict() for k, v in self._extra.items()},
                 },
                 self.checkpoints / f"{phase}.pt",
             )
             self._log(record)
 
-    @staticmethod
     def _restore(
-        model: nn.Module, optimizers: list[torch.optim.Optimizer], ckpt: dict[str, Any] | None
+        self,
+        model: nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        ckpt: dict[str, Any] | None,
     ) -> dict[str, Any]:
         if ckpt is None:
             return {"epoch": 0, "best_metric": -math.inf, "best_model": None}
+        for key, state in ckpt.get("extra", {}).items():
+            if key in self._extra:
+                self._extra[key].load_state_dict(state)
         model.load_state_dict(ckpt["model"])
         for opt, opt_state in zip(optimizers, ckpt["optimizers"]):
             opt.load_state_dict(opt_state)
@@ -350,17 +371,30 @@ class Run:
         optimizers: list[torch.optim.Optimizer] = [optimizer]
         if arch_params:
             optimizers.append(torch.optim.Adam(arch_params, c.search.arch_lr))
+        target = parse_target(c.target) if c.target is not None else None
+        controller = None
+        if target is not None:
+            _check_reachable(smodel, target)
+            controller = self._extra["controller"] = StrengthController(target, c.strength)
         state = self._restore(smodel, optimizers, self._checkpoint("search"))
 
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
             progress = i / total
             smodel.set_progress(progress)
-            return self.loss_fn(smodel(x), y) + strength_at(c, progress) * smodel.cost()
+            if controller is not None:
+                strength = controller.update(smodel) * strength_at(c, progress) / c.strength
+            else:
+                strength = strength_at(c, progress)
+            return self.loss_fn(smodel(x), y) + strength * smodel.cost()
 
         def costs() -> dict[str, Any]:
             smodel.eval()
             value = float(smodel.cost().detach())
-            return {"cost": value, "temperature": float(smodel.temperature)}  # type: ignore[arg-type]
+            record = {"cost": value, "temperature": float(smodel.temperature)}  # type: ignore[arg-type]
+            if controller is not None:
+                record["strength"] = controller.strength
+                record["target_cost"] = discrete_cost(smodel, controller.target.cost)
+            return record
 
         self._train_epochs(
             "search",
@@ -374,6 +408,24 @@ class Run:
             select_best=False,
         )
         smodel.detach_probs_()
+        if target is not None and controller is not None:
+            before = discrete_cost(smodel, target.cost)
+            moves = fit_budget_(smodel, target)
+            after = discrete_cost(smodel, target.cost)
+            self.budget = {
+                "target": target.text,
+                "cost": target.cost,
+                "value": target.value,
+                "cost_after_search": before,
+                "cost_final": after,
+                "met": after <= target.value,
+                "greedy_moves": moves,
+                "final_strength": controller.strength,
+            }
+            note = "met by the search" if moves == 0 else f"met after {moves} greedy moves"
+            print(
+                f"budget {target.text}: {note} ({target.cost} {after:.6g} <= {target.value:.6g})"
+            )
         return smodel.eval()
 
     def finetune_phase(self, smodel: SearchModel) -> FrozenModel:
@@ -427,11 +479,23 @@ class Run:
             "test_accuracy": evaluate_metric(frozen, self.data.test, self.metric),
             "costs": costs,
             "costs_all_8bit": reference,
+            "budget": self.budget,
             "architecture": frozen.architecture(),
             "timings": self.timings,
         }
         _atomic_write_text(json.dumps(result, indent=2), self.out / "result.json")
         return result
+
+
+def _check_reachable(smodel: SearchModel, target: Target) -> None:
+    smallest = minimum_cost(smodel, target.cost)
+    if target.value < smallest:
+        shown = f"{smallest / 8:.0f} bytes" if target.cost == "size" else f"{smallest:.6g}"
+        raise ValueError(
+            f"target {target.text} is below the smallest model this space allows ({shown}: "
+            "one channel per prunable group, every choice at its lowest bit-width); raise the "
+            "target or widen the space"
+        )
 
 
 def run(

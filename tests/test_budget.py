@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: Apache-2.0
+# Budget mode: target parsing, the smallest reachable cost, the greedy fit and a run that meets it.
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import zerobit as zb
+from zerobit.models import ResNet8
+from zerobit.train.budget import discrete_cost, fit_budget_, minimum_cost, parse_target
+from zerobit.train.loop import PhaseConfig
+from zerobit.train.run import Run, RunConfig
+
+
+@pytest.mark.parametrize(
+    "text,cost,value",
+    [
+        ("size=20kB", "size", 20_000 * 8),
+        ("size=18KiB", "size", 18 * 1024 * 8),
+        ("size = 4096", "size", 4096 * 8),
+        ("size=1.5MB", "size", 1_500_000 * 8),
+        ("mpic=2e6", "mpic", 2e6),
+        ("ne16=150000", "ne16", 150_000),
+    ],
+)
+def test_targets_parse_to_the_cost_models_units(text: str, cost: str, value: float) -> None:
+    target = parse_target(text)
+    assert (target.cost, target.value) == (cost, pytest.approx(value))
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("size=20kb!", "must look like"),
+        ("speed=3", "unknown"),
+        ("size=20GB", "unit"),
+        ("size=20b", "write B"),
+        ("mpic=2M", "plain number"),
+        ("size=0", "positive"),
+    ],
+)
+def test_bad_targets_are_explained(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_target(text)
+
+
+def _smodel() -> zb.SearchModel:
+    return zb.convert(
+        ResNet8((1, 16, 16)), torch.rand(8, 1, 16, 16), zb.SearchSpace((0, 2, 4, 8), (2, 4, 8))
+    )
+
+
+def test_minimum_cost_is_one_channel_per_group_at_the_lowest_bits() -> None:
+    smodel = _smodel()
+    arch = smodel.architecture()
+    for name, entry in arch.items():
+        if "weight_bits" in entry:
+            n = len(entry["weight_bits"])
+            prunable = (
+                0
+                in smodel.group_bits[
+                    next(i.group for i in smodel.analysis.layers.values() if i.name == name)
+                ]
+            )
+            entry["weight_bits"] = ([2] + [0] * (n - 1)) if prunable else [2] * n
+        if entry.get("act_bits") is not None and not name.startswith("input:"):
+            entry["act_bits"] = 2
+    smodel.load_architecture_(arch)
+    frozen = smodel.eval().freeze()
+    for cost in ("size", "macs", "mpic"):
+        assert minimum_cost(smodel, cost) == pytest.approx(zb.cost.evaluate(frozen, cost))
+
+
+def test_greedy_fit_meets_the_budget_with_lower_bits_only() -> None:
+    smodel = _smodel()
+    with torch.no_grad():
+        for p in smodel.arch_parameters():
+            p.add_(torch.randn_like(p))
+    before = smodel.architecture()
+    target = parse_target(f"size={0.6 * discrete_cost(smodel, 'size') / 8:.0f}B")
+    moves = fit_budget_(smodel, target)
+    assert moves > 0
+    assert discrete_cost(smodel, "size") <= target.value
+    assert zb.cost.evaluate(smodel.eval().freeze(), "size") == discrete_cost(smodel, "size")
+    after = smodel.architecture()
+    for name in before:
+        if "weight_bits" in before[name]:
+            assert all(
+                a <= b for a, b in zip(after[name]["weight_bits"], before[name]["weight_bits"])
+            )
+
+
+def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path) -> None:
+    base = dict(
+        dataset="digits",
+        subset=128,
+        model="resnet8",
+        act_bits=(8,),
+        warmup=PhaseConfig(1, batch_size=64),
+        search=PhaseConfig(2, batch_size=64),
+        finetune=PhaseConfig(0, batch_size=64),
+    )
+    result = Run(RunConfig(**base, target="size=4kB"), tmp_path / "fits").run()
+    assert result["budget"]["met"] and result["costs"]["size_bytes"] <= 4000
+    assert result["budget"]["cost_final"] == result["costs"]["size_bits"]
+    with pytest.raises(ValueError, match=r"below the smallest model this space allows \(\d+ bytes"):
+        Run(RunConfig(**base, target="size=10B"), tmp_path / "too-small").run()

@@ -1,0 +1,226 @@
+# SPDX-License-Identifier: Apache-2.0
+# Budget mode: parse a target such as "size=20kB", steer the strength toward it during the
+# search, and make the final architecture fit with a documented greedy step.
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from zerobit.cost import resolve_cost
+from zerobit.search import SearchModel
+from zerobit.search.sampling import discretize
+from zerobit.search.specs import build_layer_specs
+
+#: Byte multipliers of the size units: kB = 1000 bytes, KiB = 1024 bytes.
+SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+#: Target names -> (cost model, factor from the written unit to the cost model's unit).
+TARGET_COSTS = {"size": "size", "bitops": "bitops", "macs": "macs", "mpic": "mpic", "ne16": "ne16"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A budget on one cost model.
+
+    Attributes:
+        cost: Cost model name ("size", "bitops", "macs", "mpic", "ne16").
+        value: The budget in the cost model's own unit (bits for "size", cycles for "mpic").
+        text: The budget as the user wrote it.
+    """
+
+    cost: str
+    value: float
+    text: str
+
+
+def parse_target(text: str) -> Target:
+    """Parse ``"size=20kB"``, ``"size=18KiB"``, ``"size=4096"`` (bytes) or ``"mpic=2e6"``.
+
+    Raises:
+        ValueError: For an unknown cost, unit or a non-positive value.
+    """
+    match = re.fullmatch(r"\s*(\w+)\s*=\s*([0-9.eE+-]+)\s*([A-Za-z]*)\s*", text)
+    if not match:
+        raise ValueError(f"target {text!r} must look like size=20kB or mpic=2e6")
+    name, number, unit = match.group(1).lower(), match.group(2), match.group(3)
+    if name not in TARGET_COSTS:
+        raise ValueError(f"target cost {name!r} is unknown; use one of {sorted(TARGET_COSTS)}")
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"target {text!r}: {number!r} is not a number") from None
+    if name == "size":
+        if unit == "b":  # a lowercase b alone is ambiguous (bits or bytes): refuse it
+            raise ValueError(f"target {text!r}: write B for bytes, or kB / KiB / MB / MiB")
+        factor = SIZE_UNITS.get(unit.lower())
+        if factor is None:
+            raise ValueError(
+                f"target {text!r}: unknown size unit {unit!r}; use B, kB, KiB, MB, MiB"
+            )
+        value = value * factor * 8  # the size cost counts bits
+    elif unit:
+        raise ValueError(f"target {text!r}: {name} takes a plain number (e.g. {name}=2e6)")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"target {text!r} must be positive")
+    return Target(TARGET_COSTS[name], value, text)
+
+
+def _choices(smodel: SearchModel) -> tuple[list[list[int]], list[int]]:
+    """Discrete choices as indices: per group one index per channel, per act group one index."""
+    weight = [discretize(s.logits.detach(), s.bits).tolist() for s in smodel.selectors]
+    act = [int(discretize(q.logits.detach(), q.bits)) for q in smodel.quantizers]
+    return weight, act
+
+
+def _cost_of(smodel: SearchModel, cost: str, weight: list[list[int]], act: list[int]) -> float:
+    function = resolve_cost(cost)
+    channels = []
+    for group, idx in zip(smodel.selectors, weight):
+        channels.append([sum(1 for i in idx if i == p) for p in range(len(group.bits))])
+    act_bits = [(q.bits[i],) for q, i in zip(smodel.quantizers, act)]
+    specs = build_layer_specs(
+        smodel.analysis, smodel.group_bits, channels, act_bits, [(1,)] * len(act_bits)
+    )
+    return float(sum(function(spec) for spec in specs))
+
+
+def discrete_cost(smodel: SearchModel, cost: str) -> float:
+    """Cost of the current argmax architecture, in the cost model's unit."""
+    weight, act = _choices(smodel)
+    return _cost_of(smodel, cost, weight, act)
+
+
+def minimum_cost(smodel: SearchModel, cost: str) -> float:
+    """Return the smallest cost the space allows.
+
+    That is one channel per prunable group and every choice at its lowest bit-width (the costs
+    zerobit ships grow with every bit-width).
+    """
+    weight = []
+    for s in smodel.selectors:
+        channels = s.logits.shape[1]
+        lowest = min(i for i, b in enumerate(s.bits) if b > 0)
+        if s.zero_index is None:
+            weight.append([lowest] * channels)
+        else:
+            weight.append([lowest] + [s.zero_index] * (channels - 1))
+    act = [q.bits.index(min(q.bits)) for q in smodel.quantizers]
+    return _cost_of(smodel, cost, weight, act)
+
+
+class StrengthController:
+    """Multiplicative controller steering the strength so the argmax model meets the budget.
+
+    After each step, ``log(strength) += rate * log(cost / target)`` with the discrete cost of the
+    current argmax architecture: over budget, the strength grows; under it, it shrinks (the search
+    then recovers accuracy). The strength is kept within [1e-3, 1e3].
+
+    Args:
+        target: The budget.
+        strength: Initial strength.
+        rate: Gain per step.
+    """
+
+    def __init__(self, target: Target, strength: float, rate: float = 0.05) -> None:
+        self.target = target
+        self.log_strength = math.log(max(strength, 1e-3))
+        self.rate = rate
+
+    @property
+    def strength(self) -> float:
+        """Current strength."""
+        return math.exp(self.log_strength)
+
+    def update(self, smodel: SearchModel) -> float:
+        """Update from the model's current argmax cost; return the new strength."""
+        cost = discrete_cost(smodel, self.target.cost)
+        self.log_strength += self.rate * math.log(max(cost, 1e-12) / self.target.value)
+        self.log_strength = min(max(self.log_strength, math.log(1e-3)), math.log(1e3))
+        return self.strength
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the controller state, as tensors (checkpoints are read with weights_only=True)."""
+        return {"log_strength": torch.tensor(self.log_strength, dtype=torch.float64)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.log_strength = float(state["log_strength"])
+
+
+def fit_budget_(smodel: SearchModel, target: Target) -> int:
+    """Lower bits of the argmax architecture until it meets ``target``; return the moves made.
+
+    Greedy rule: among every possible one-step move -- one channel to the next lower bit-width
+    of its group (to 0 only if the group is prunable and keeps another channel), or one tensor
+    to its next lower activation bit-width -- take the one whose logit drops least (the choice
+    the search was least sure of), and repeat until the cost fits. The logits are then set to
+    the new architecture.
+
+    Raises:
+        ValueError: If even the smallest architecture of the space exceeds the target.
+    """
+    weight, act = _choices(smodel)
+    cost = _cost_of(smodel, target.cost, weight, act)
+    moves = 0
+    while cost > target.value:
+        best: tuple[float, str, int, int] | None = None
+        for g, s in enumerate(smodel.selectors):
+            logits = s.logits.detach()
+            kept = sum(1 for i in weight[g] if s.bits[i] > 0)
+            for c, i in enumerate(weight[g]):
+                lower = _next_lower(s.bits, i, allow_zero=kept > 1)
+                if lower is not None:
+                    drop = float(logits[i, c] - logits[lower, c])
+                    if best is None or drop < best[0]:
+                        best = (drop, "w", g, c)
+        for a, q in enumerate(smodel.quantizers):
+            lower = _next_lower(q.bits, act[a], allow_zero=False)
+            if lower is not None:
+                drop = float(q.logits.detach()[act[a]] - q.logits.detach()[lower])
+                if best is None or drop < best[0]:
+                    best = (drop, "a", a, -1)
+        if best is None:
+            raise ValueError(
+                f"no architecture of the space meets {target.text} "
+                f"(smallest: {minimum_cost(smodel, target.cost):.6g})"
+            )
+        _, kind, index, channel = best
+        if kind == "w":
+            s = smodel.selectors[index]
+            kept = sum(1 for i in weight[index] if s.bits[i] > 0)
+            lower = _next_lower(s.bits, weight[index][channel], kept > 1)
+            assert lower is not None  # the move was found possible above
+            weight[index][channel] = lower
+        else:
+            lower = _next_lower(smodel.quantizers[index].bits, act[index], False)
+            assert lower is not None
+            act[index] = lower
+        cost = _cost_of(smodel, target.cost, weight, act)
+        moves += 1
+    if moves:
+        _set_choices_(smodel, weight, act)
+    return moves
+
+
+def _next_lower(bits: tuple[int, ...], index: int, allow_zero: bool) -> int | None:
+    """Index of the next lower bit-width than ``bits[index]`` (0 only if allowed), or None."""
+    current = bits[index]
+    lower = [i for i, b in enumerate(bits) if b < current and (b > 0 or allow_zero)]
+    if not lower:
+        return None
+    return max(lower, key=lambda i: bits[i])
+
+
+@torch.no_grad()
+def _set_choices_(smodel: SearchModel, weight: list[list[int]], act: list[int]) -> None:
+    for s, idx in zip(smodel.selectors, weight):
+        logits = torch.zeros_like(s.logits)
+        logits[torch.tensor(idx), torch.arange(len(idx))] = 10.0
+        s.logits.copy_(logits)
+    for q, i in zip(smodel.quantizers, act):
+        logits = torch.zeros_like(q.logits)
+        logits[i] = 10.0
+        q.logits.copy_(logits)
