@@ -198,6 +198,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from zerobit.train.sweep import sweep
+
+    if args.out is None:
+        raise ValueError("--out is required: the folder for the sweep's runs and report")
+    summary = sweep(_config(args), Path(args.out), args.points, args.strengths, args.resume)
+    print(Path(summary["report"]).read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``zerobit`` command."""
     from zerobit.train.demo import DEMO_CONFIG
@@ -227,6 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_options(demo, DEMO_CONFIG)
     demo.set_defaults(handler=_demo)
+    sweep = commands.add_parser(
+        "sweep",
+        help="several runs sharing one warm-up, then a Pareto table and plot",
+        description="Runs one shared float warm-up, then one search per point, then a report. "
+        "By default the points are budgets on --cost, a geometric ladder from 90%% of the "
+        "all-8-bit model's cost down to 1.5x the smallest model the space allows, each met by "
+        "budget mode, so the points span the front whatever the model or epoch budget. "
+        "--strengths runs plain searches at given strengths instead.",
+    )
+    _add_run_options(sweep, RunConfig())
+    sweep.add_argument("--points", type=int, default=5, help="number of budgets (default: 5)")
+    sweep.add_argument(
+        "--strengths",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="comma-separated strengths to run instead of the budget ladder, e.g. 0.3,1,3",
+    )
+    sweep.set_defaults(handler=_sweep)
     report = commands.add_parser(
         "report",
         help="table, non-dominated set and pictures of finished runs",

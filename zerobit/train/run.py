@@ -213,7 +213,8 @@ class Run:
         info = self.data.info
         return get_model(self.config.model, info.input_shape, info.num_classes)
 
-    def _prepare_directory(self, resume: bool) -> None:
+    def prepare(self, resume: bool) -> None:
+        """Create the run directory and its config.json (refusing a different existing run)."""
         config_path = self.out / "config.json"
         if config_path.exists():
             stored = json.loads(config_path.read_text())
@@ -248,7 +249,7 @@ class Run:
     # -------------------------------------------------------------------------------- phases
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Run (or resume) every phase and write ``result.json``; return the result."""
-        self._prepare_directory(resume)
+        self.prepare(resume)
         if not resume:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
             for phase in PHASES:
@@ -423,9 +424,7 @@ class Run:
                 "final_strength": controller.strength,
             }
             note = "met by the search" if moves == 0 else f"met after {moves} greedy moves"
-            print(
-                f"budget {target.text}: {note} ({target.cost} {after:.6g} <= {target.value:.6g})"
-            )
+            print(f"budget {target.text}: {note} ({target.cost} {after:.6g} <= {target.value:.6g})")
         return smodel.eval()
 
     def finetune_phase(self, smodel: SearchModel) -> FrozenModel:

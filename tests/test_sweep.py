@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: Apache-2.0
+# Sweeps: the budget ladder, one shared warm-up, points that land where asked, a report.
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zerobit.train.loop import PhaseConfig
+from zerobit.train.run import RunConfig
+from zerobit.train.sweep import budget_ladder, sweep
+
+
+def test_budget_ladder_is_geometric_between_its_ends() -> None:
+    ladder = budget_ladder(1000.0, 10.0, 4)
+    assert ladder[0] == pytest.approx(900.0) and ladder[-1] == pytest.approx(15.0)
+    ratios = [b / a for a, b in zip(ladder, ladder[1:])]
+    assert ratios == pytest.approx([ratios[0]] * 3)
+    assert budget_ladder(100.0, 90.0, 3) == [pytest.approx(90.0)]
+    with pytest.raises(ValueError):
+        budget_ladder(1.0, 0.1, 0)
+
+
+def test_sweep_shares_one_warm_up_and_spans_the_front(tmp_path: Path) -> None:
+    base = RunConfig(
+        dataset="digits",
+        subset=128,
+        model="resnet8",
+        act_bits=(8,),
+        warmup=PhaseConfig(1, batch_size=64),
+        search=PhaseConfig(1, batch_size=64),
+        finetune=PhaseConfig(0, batch_size=64),
+    )
+    summary = sweep(base, tmp_path, points=2)
+    results = summary["results"]
+    sizes = [r["costs"]["size_bits"] for r in results]
+    targets = [r["budget"]["value"] for r in results]
+    assert targets[0] > targets[1]
+    assert all(s <= t for s, t in zip(sizes, targets))
+    assert sizes[0] > sizes[1]
+    for name in ("budget-0", "budget-1"):
+        phases = [
+            json.loads(line)["phase"]
+            for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert "warmup" not in phases  # the shared warm-up was reused, not rerun
+    warm = [
+        json.loads(line)
+        for line in (tmp_path / "warmup" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["phase"] for r in warm] == ["warmup"]
+    assert (tmp_path / "report" / "pareto.png").exists()

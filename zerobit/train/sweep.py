@@ -1,0 +1,119 @@
+# SPDX-License-Identifier: Apache-2.0
+# Sweeps: several runs that share one warm-up, spread over the accuracy/cost front.
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from zerobit.report import write_report
+from zerobit.train.budget import minimum_cost
+from zerobit.train.run import Run, RunConfig
+
+#: Fraction of the all-8-bit cost at which the automatic ladder starts.
+LADDER_TOP = 0.9
+#: Multiple of the smallest reachable cost at which the automatic ladder ends.
+LADDER_BOTTOM = 1.5
+#: result.json cost key plotted for each search cost.
+REPORT_COST = {
+    "size": "size_bytes",
+    "bitops": "bitops",
+    "macs": "macs",
+    "mpic": "mpic_cycles",
+    "ne16": "ne16_cycles",
+}
+
+
+def budget_ladder(reference: float, smallest: float, points: int) -> list[float]:
+    """Return a geometric ladder of budgets spanning the front.
+
+    The ladder runs from ``LADDER_TOP * reference`` (near all-8-bit) down to
+    ``LADDER_BOTTOM * smallest`` (near the smallest model the space allows).
+
+    Args:
+        reference: Cost of the unpruned all-8-bit model.
+        smallest: Smallest cost the space allows.
+        points: Number of budgets (>= 1).
+
+    Returns:
+        Budgets in decreasing order, in the cost model's unit.
+    """
+    if points < 1:
+        raise ValueError("a sweep needs at least one point")
+    top, bottom = LADDER_TOP * reference, max(LADDER_BOTTOM * smallest, 1e-9)
+    if bottom >= top:  # the space is too narrow for a ladder: one point near all-8-bit
+        return [top]
+    if points == 1:
+        return [math.sqrt(top * bottom)]
+    ratio = (bottom / top) ** (1 / (points - 1))
+    return [top * ratio**i for i in range(points)]
+
+
+def _target_text(cost: str, value: float) -> str:
+    if cost == "size":
+        return f"size={value / 8:.0f}B"
+    return f"{cost}={value:.6g}"
+
+
+def plan(
+    base: RunConfig, out: Path, points: int | None, strengths: Sequence[float] | None
+) -> list[tuple[str, RunConfig]]:
+    """Name and configure each point of the sweep (after the shared warm-up has run)."""
+    if strengths:
+        return [
+            (f"strength-{s:g}", replace(base, strength=float(s), target=None)) for s in strengths
+        ]
+    warm = Run(base, out / "warmup")
+    smodel = warm._convert(warm.warm_up())
+    reference = smodel.cost_references.get(base.cost)
+    if reference is None:  # the search's cost is another one: price the space on its own
+        reference = float(sum(smodel.costs(raw=True).values()))
+    ladder = budget_ladder(reference, minimum_cost(smodel, base.cost), points or 5)
+    return [
+        (f"budget-{i}", replace(base, target=_target_text(base.cost, value)))
+        for i, value in enumerate(ladder)
+    ]
+
+
+def sweep(
+    base: RunConfig,
+    out: str | Path,
+    points: int | None = 5,
+    strengths: Sequence[float] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run a sweep into ``out``: a shared warm-up, one run per point, and a report.
+
+    Without ``strengths`` the points are budgets on ``base.cost`` from :func:`budget_ladder`
+    (budget mode makes each point land where asked, whatever the model or epoch budget);
+    with ``strengths`` the points are plain runs at those strengths.
+
+    Returns:
+        The report summary of :func:`zerobit.report.write_report` plus the run results.
+    """
+    out = Path(out)
+    warm = Run(base, out / "warmup")
+    warm.prepare(resume=True)
+    warm.warm_up()
+    results: list[dict[str, Any]] = []
+    run_dirs = []
+    for name, config in plan(base, out, points, strengths):
+        run_dir = out / name
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        shared = out / "warmup" / "checkpoints" / "warmup.pt"
+        point_warmup = run_dir / "checkpoints" / "warmup.pt"
+        if not point_warmup.exists():
+            shutil.copyfile(shared, point_warmup)
+        if resume and (run_dir / "result.json").exists():
+            results.append(json.loads((run_dir / "result.json").read_text()))
+        else:
+            print(f"sweep point {name}: strength {config.strength:g}, target {config.target}")
+            results.append(Run(config, run_dir).run(resume=True))
+        run_dirs.append(run_dir)
+    summary = write_report(run_dirs, out / "report", cost=REPORT_COST[base.cost])
+    summary["results"] = results
+    return summary
