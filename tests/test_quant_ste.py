@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import zerobit.quant.ste
 from zerobit.quant import (
     act_range,
     act_scale,
@@ -221,6 +222,29 @@ def test_one_hot_fast_path_equals_general_path(hot, signed):
     assert torch.equal(single_out, single)
     assert torch.equal(x_leaf.grad, leaves[0].grad)
     torch.testing.assert_close(clip_leaf.grad, leaves[1].grad[hot], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("probs_hot", [None, 1])
+def test_sliced_passes_equal_whole_tensor_passes(monkeypatch, probs_hot):
+    bits = (2, 4, 8)
+    x, clips, probs, grad = act_case(13, (3, 7, 11), bits, True, torch.float64, one_hot=probs_hot)
+    whole, whole_leaves, _, _ = run_both(x, clips, probs, bits, True, grad)
+    monkeypatch.setattr(zerobit.quant.ste, "_SLICE_BYTES", 8 * 40)  # 40 elements, ragged tail
+    sliced, sliced_leaves, _, ref_leaves = run_both(x, clips, probs, bits, True, grad)
+    assert torch.equal(sliced, whole)
+    assert torch.equal(sliced_leaves[0].grad, whole_leaves[0].grad)
+    for leaf, whole_leaf, ref_leaf in zip(sliced_leaves, whole_leaves, ref_leaves):
+        torch.testing.assert_close(leaf.grad, whole_leaf.grad, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_all_zero_probs_give_zero_output_and_input_gradient():
+    bits = (2, 8)
+    x, clips, _, grad = act_case(3, (4, 6), bits, False, torch.float64)
+    probs = torch.zeros(2, dtype=torch.float64)
+    out, leaves, ref, ref_leaves = run_both(x, clips, probs, bits, False, grad)
+    assert not out.any() and not leaves[0].grad.any() and not leaves[1].grad.any()
+    torch.testing.assert_close(leaves[2].grad, ref_leaves[2].grad, rtol=1e-10, atol=1e-10)
 
 
 def test_mixed_act_quant_saves_only_the_input():

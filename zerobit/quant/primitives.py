@@ -117,7 +117,9 @@ def _per_channel(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
-def _weight_grid(weight: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
+def _weight_grid(
+    weight: Tensor, levels: Tensor, max_abs: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Float codes and scales for per-channel ``levels`` (n_p, 0 for pruned channels).
 
     The single implementation behind every weight quantizer, so that the uniform, per-channel
@@ -126,6 +128,7 @@ def _weight_grid(weight: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
     Args:
         weight: Float (C_out, ...).
         levels: Same float dtype as ``weight``, (C_out,): ``n_p`` per channel, 0 where pruned.
+        max_abs: ``_channel_max_abs(weight)`` if already computed, (C_out,).
 
     Returns:
         ``(codes, scale)``: codes as integer-valued floats shaped like ``weight`` and the scale,
@@ -133,10 +136,12 @@ def _weight_grid(weight: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
     """
     pruned = levels == 0
     safe_levels = torch.where(pruned, torch.ones_like(levels), levels)
-    scale = _channel_max_abs(weight) / safe_levels
+    if max_abs is None:
+        max_abs = _channel_max_abs(weight)
+    scale = max_abs / safe_levels
     view_levels = _per_channel(levels, weight)
     codes = torch.round(weight.detach() / _per_channel(scale, weight))
-    codes = torch.minimum(torch.maximum(codes, -view_levels), view_levels)
+    codes = codes.clamp_(-view_levels, view_levels)
     scale = torch.where(pruned, torch.zeros_like(scale), scale)
     return codes, scale
 

@@ -3,9 +3,10 @@
 """Straight-through estimators for the mixed-precision search.
 
 Each mixture over candidate bit-widths is one :class:`torch.autograd.Function`: the forward pass
-loops over the few candidates on preallocated buffers, the backward pass recomputes what it needs
-from the saved input instead of keeping one quantized copy per candidate, so a mixture saves one
-tensor (like ``relu``) and builds no per-candidate graph.
+loops over the few candidates with in-place passes on reused buffers, slice by slice so that the
+data stays in cache; the backward pass recomputes what it needs from the saved input instead of
+keeping one quantized copy per candidate, so a mixture saves one tensor (like ``relu``) and
+builds no per-candidate graph.
 
 Gradient rules (zerobit Part A items 6-8, spec §2.3, §7.2 items 3 and 5):
 
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from zerobit.quant.primitives import (
     _bias_codes,
+    _channel_max_abs,
     _per_channel,
     _uniform_levels,
     _weight_grid,
@@ -70,13 +72,11 @@ def round_ste(x: Tensor) -> Tensor:
 
 def _weight_candidates(weight: Tensor, bits: Sequence[int]) -> list[tuple[Tensor, Tensor] | None]:
     """Float codes and scales of each candidate, None for the 0-bit one (Q_0 = 0)."""
-    grids: list[tuple[Tensor, Tensor] | None] = []
-    for bit in bits:
-        if bit == 0:
-            grids.append(None)
-            continue
-        grids.append(_weight_grid(weight, _uniform_levels(weight, bit)))
-    return grids
+    max_abs = _channel_max_abs(weight)
+    return [
+        None if bit == 0 else _weight_grid(weight, _uniform_levels(weight, bit), max_abs)
+        for bit in bits
+    ]
 
 
 class _MixedWeightQuant(torch.autograd.Function):
@@ -144,6 +144,82 @@ def mixed_weight_quant(weight: Tensor, probs: Tensor, bits: Sequence[int]) -> Te
     return cast(Tensor, _MixedWeightQuant.apply(weight, probs, bits))
 
 
+# The candidates' passes run slice by slice, so that each slice of x, g and the temporaries is
+# reused from cache instead of being streamed from memory once per pass: on the 2-core CPU this
+# halves the backward time of a (128, 16, 28, 28) tensor against whole-tensor passes.
+_SLICE_BYTES = 1 << 20
+
+
+def _slice_length(x: Tensor) -> int:
+    return max(1, _SLICE_BYTES // x.element_size())
+
+
+def _act_forward(
+    x: Tensor, ranges: list[tuple[int, int]], scales: list[float], weights: list[float]
+) -> Tensor:
+    """Sum over the candidates with ``weights[q] != 0`` of ``weights[q] * codes_q``, flat."""
+    flat = x.reshape(-1)
+    active = [q for q, weight in enumerate(weights) if weight != 0.0]
+    if not active:
+        return torch.zeros_like(flat)
+    mixed = torch.empty_like(flat)
+    length = _slice_length(x)
+    buffer = flat.new_empty(min(length, flat.numel())) if len(active) > 1 else None
+    for start in range(0, flat.numel(), length):
+        source, target = flat[start : start + length], mixed[start : start + length]
+        for index, q in enumerate(active):
+            low, high = ranges[q]
+            out = target if index == 0 else cast(Tensor, buffer)[: source.numel()]
+            torch.div(source, scales[q], out=out).round_().clamp_(low, high).mul_(weights[q])
+            if index:
+                target.add_(out)
+    return mixed
+
+
+def _act_backward(
+    ctx: Any, x: Tensor, grad: Tensor, need_x: bool, need_clips: bool, need_probs: bool
+) -> tuple[Tensor | None, Tensor]:
+    """Return dL/dx (flat) and, per candidate, ``(sum g * codes, sum g * d)`` in float64 (Q, 2)."""
+    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
+    length = _slice_length(x)
+    grad_x = torch.empty_like(flat_x) if need_x else None
+    partial = flat_x.new_zeros((flat_x.numel() + length - 1) // length, len(ctx.ranges), 2)
+    scaled, codes, temporary = (flat_x.new_empty(min(length, flat_x.numel())) for _ in range(3))
+    for chunk, start in enumerate(range(0, flat_x.numel(), length)):
+        source, grad_slice = flat_x[start : start + length], flat_grad[start : start + length]
+        size = source.numel()
+        u, c, tmp = scaled[:size], codes[:size], temporary[:size]
+        grad_x_slice = None if grad_x is None else grad_x[start : start + length]
+        first = True
+        for q, (low, high) in enumerate(ctx.ranges):
+            theta = ctx.theta[q]
+            want_codes = need_probs or (theta != 0.0 and need_clips)
+            if not (want_codes or (theta != 0.0 and grad_x_slice is not None)):
+                continue
+            torch.div(source, ctx.scales[q], out=u)
+            if want_codes:
+                torch.clamp(u, low, high, out=c).round_()
+                if need_probs:
+                    torch.dot(grad_slice, c, out=partial[chunk, q, 0])
+                if theta != 0.0 and need_clips:
+                    # d = c - u inside the range, the clamped code outside; formed elementwise
+                    # (exactly: Sterbenz) so the clip gradient is not a difference of large sums.
+                    c.sub_(_hardtanh_backward_out(u, u, low, high, grad_input=tmp))
+                    torch.dot(grad_slice, c, out=partial[chunk, q, 1])
+            if theta != 0.0 and grad_x_slice is not None:
+                if first:
+                    _hardtanh_backward_out(grad_slice, u, low, high, grad_input=grad_x_slice)
+                    if theta != 1.0:
+                        grad_x_slice.mul_(theta)
+                    first = False
+                else:
+                    _hardtanh_backward_out(grad_slice, u, low, high, grad_input=tmp)
+                    grad_x_slice.add_(tmp, alpha=theta)
+        if first and grad_x_slice is not None:
+            grad_x_slice.zero_()
+    return grad_x, partial.sum(dim=0, dtype=torch.float64)
+
+
 class _MixedActQuant(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -151,30 +227,16 @@ class _MixedActQuant(torch.autograd.Function):
     ) -> Tensor:
         ranges = [act_range(bit, signed) for bit in bits]
         highs = torch.tensor([high for _, high in ranges], dtype=clips.dtype, device=clips.device)
-        scales_tensor = clips.detach() / highs
-        # Python floats (exact copies of the float32 values) let every pass use the scalar fast
-        # path and let zero-probability candidates be skipped without touching memory.
-        scales = scales_tensor.tolist()
-        weights = (probs.detach() * scales_tensor).tolist()
-        theta = probs.detach().tolist()
-        if min(clips.detach().tolist()) <= 0:
+        scales = clips.detach() / highs
+        if not bool((scales > 0).all()):
             raise ValueError(f"activation clips must be > 0, got {clips.detach().tolist()}")
-        mixed: Tensor | None = None
-        buffer: Tensor | None = None
-        for q, (low, high) in enumerate(ranges):
-            if theta[q] == 0.0:
-                continue
-            if mixed is None:
-                target = mixed = torch.empty_like(x)
-            else:
-                target = buffer = torch.empty_like(x) if buffer is None else buffer
-            torch.div(x, scales[q], out=target).round_().clamp_(low, high).mul_(weights[q])
-            if target is not mixed:
-                mixed.add_(target)
-        ctx.save_for_backward(x)
-        ctx.ranges, ctx.scales, ctx.theta = ranges, scales, theta
+        # Python floats (exact copies of the tensor values) select the scalar kernels and let
+        # zero-probability candidates be skipped without touching memory.
+        ctx.ranges, ctx.scales, ctx.theta = ranges, scales.tolist(), probs.detach().tolist()
         ctx.clips_dtype, ctx.probs_dtype = clips.dtype, probs.dtype
-        return torch.zeros_like(x) if mixed is None else mixed
+        ctx.save_for_backward(x)
+        weights = (probs.detach() * scales).tolist()
+        return _act_forward(x, ranges, ctx.scales, weights).view(x.shape)
 
     @staticmethod
     def backward(
@@ -182,47 +244,17 @@ class _MixedActQuant(torch.autograd.Function):
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
         (x,) = ctx.saved_tensors
         need_x, need_clips, need_probs = ctx.needs_input_grad[:3]
-        x = x.contiguous()
-        grad = grad.contiguous()
-        flat_grad = grad.view(-1)
-        scaled = torch.empty_like(x)  # u = x / s
-        codes = torch.empty_like(x)
-        inside = torch.empty_like(x)  # u * 1[lo < u < hi], or g * 1[lo < u < hi]
-        zero = grad.new_zeros(())
-        grad_x: Tensor | None = None
-        grad_clips = [zero] * len(ctx.ranges)
-        grad_probs = [zero] * len(ctx.ranges)
-        for q, (low, high) in enumerate(ctx.ranges):
-            theta, scale = ctx.theta[q], ctx.scales[q]
-            active = theta != 0.0
-            if not (need_probs or (active and (need_x or need_clips))):
-                continue
-            torch.div(x, scale, out=scaled)
-            if need_probs or (active and need_clips):
-                torch.clamp(scaled, low, high, out=codes).round_()
-            if need_probs:
-                grad_probs[q] = torch.dot(flat_grad, codes.view(-1)) * scale
-            if active and need_clips:
-                # c - u inside the range and the clamped code outside, formed elementwise (it
-                # is exact: Sterbenz) so that the sum is not a difference of two large sums.
-                codes.sub_(_hardtanh_backward_out(scaled, scaled, low, high, grad_input=inside))
-                grad_clips[q] = torch.dot(flat_grad, codes.view(-1)) * (theta / high)
-            if active and need_x:
-                if grad_x is None:
-                    grad_x = _hardtanh_backward_out(
-                        grad, scaled, low, high, grad_input=torch.empty_like(x)
-                    )
-                    if theta != 1.0:
-                        grad_x.mul_(theta)
-                else:
-                    _hardtanh_backward_out(grad, scaled, low, high, grad_input=inside)
-                    grad_x.add_(inside, alpha=theta)
-        if need_x and grad_x is None:
-            grad_x = torch.zeros_like(x)
+        grad_x, sums = _act_backward(ctx, x, grad, need_x, need_clips, need_probs)
+        grad_clips = grad_probs = None
+        if need_clips:
+            factor = [theta / high for theta, (_, high) in zip(ctx.theta, ctx.ranges)]
+            grad_clips = (sums[:, 1] * sums.new_tensor(factor)).to(ctx.clips_dtype)
+        if need_probs:
+            grad_probs = (sums[:, 0] * sums.new_tensor(ctx.scales)).to(ctx.probs_dtype)
         return (
-            grad_x,
-            torch.stack(grad_clips).to(ctx.clips_dtype) if need_clips else None,
-            torch.stack(grad_probs).to(ctx.probs_dtype) if need_probs else None,
+            (None if grad_x is None else grad_x.view(x.shape)),
+            grad_clips,
+            grad_probs,
             None,
             None,
         )
