@@ -51,3 +51,34 @@ def test_sweep_shares_one_warm_up_and_spans_the_front(tmp_path: Path) -> None:
     ]
     assert [r["phase"] for r in warm] == ["warmup"]
     assert (tmp_path / "report" / "pareto.png").exists()
+
+
+def test_baselines_run_through_the_same_pipeline(tmp_path: Path) -> None:
+    from zerobit.train.baselines import baseline, method_config
+
+    base = RunConfig(
+        dataset="digits",
+        subset=128,
+        model="resnet8",
+        act_bits=(8,),
+        warmup=PhaseConfig(1, batch_size=64),
+        search=PhaseConfig(1, batch_size=64),
+        finetune=PhaseConfig(0, batch_size=64),
+    )
+    summary = baseline(base, tmp_path, ("w8a8", "w2a8", "pruning", "layerwise"), points=1)
+    by_method = {r["method"]: r for r in summary["results"]}
+    assert set(by_method) == {"w8a8", "w2a8", "pruning", "layerwise"}
+    w8 = by_method["w8a8"]
+    assert w8["costs"]["size_bits"] == w8["costs_all_8bit"]["size_bits"]
+    assert by_method["w2a8"]["costs"]["size_bits"] * 4 == w8["costs"]["size_bits"]
+    bits = {
+        b for e in by_method["pruning"]["architecture"].values() for b in e.get("weight_bits", [])
+    }
+    assert bits <= {0, 8}
+    for name, entry in by_method["layerwise"]["architecture"].items():
+        if "weight_bits" in entry:
+            assert len(set(entry["weight_bits"])) == 1, name  # one bit-width per layer
+    for r in summary["results"]:  # same epochs for every method
+        assert r["config"]["search"] == base.to_dict()["search"]
+    with pytest.raises(ValueError, match="unknown method"):
+        method_config(base, "magic")

@@ -208,6 +208,17 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _baseline(args: argparse.Namespace) -> int:
+    from zerobit.train.baselines import baseline
+
+    if args.out is None:
+        raise ValueError("--out is required: the folder for the baselines' runs and report")
+    methods = tuple(m for m in args.methods.split(",") if m)
+    summary = baseline(_config(args), Path(args.out), methods, args.points, args.resume)
+    print(Path(summary["report"]).read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``zerobit`` command."""
     from zerobit.train.demo import DEMO_CONFIG
@@ -255,6 +266,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated strengths to run instead of the budget ladder, e.g. 0.3,1,3",
     )
     sweep.set_defaults(handler=_sweep)
+    base = commands.add_parser(
+        "baseline",
+        help="comparison methods through the same pipeline and epochs",
+        description="Runs comparison methods with the same data, model, warm-up and epochs as "
+        "`search`: wXaY (fixed precision, e.g. w8a8, w4a8, w2a8), pruning (weights 0 or 8 "
+        "bits), channelwise (channel-wise mixed precision without pruning), layerwise (one "
+        "bit-width per layer, EdMIPS-like) and joint. Searched methods run a budget ladder of "
+        "--points points; fixed ones run once. All share one warm-up; a report follows.",
+    )
+    _add_run_options(base, RunConfig())
+    base.add_argument(
+        "--methods",
+        default="w8a8,w4a8,w2a8,pruning,layerwise",
+        help="comma-separated methods (default: w8a8,w4a8,w2a8,pruning,layerwise)",
+    )
+    base.add_argument(
+        "--points", type=int, default=3, help="budgets per searched method (default: 3)"
+    )
+    base.set_defaults(handler=_baseline)
     report = commands.add_parser(
         "report",
         help="table, non-dominated set and pictures of finished runs",

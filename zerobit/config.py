@@ -72,6 +72,8 @@ class SearchSpace:
         input_bits: Candidate bit-widths of the network input.
         overrides: Module name (qualified, as in ``model.named_modules()``) to a
             :class:`LayerOverride` or a dict of its fields.
+        weight_granularity: ``"channel"`` (one bit-width per output channel) or ``"layer"`` (one
+            per coupling group, the EdMIPS-style layer-wise search; no 0-bit option).
 
     Example:
         >>> space = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(8,),
@@ -84,12 +86,22 @@ class SearchSpace:
     act_bits: tuple[int, ...] = (2, 4, 8)
     input_bits: tuple[int, ...] = (8,)
     overrides: Mapping[str, LayerOverride] = field(default_factory=dict)
+    weight_granularity: str = "channel"
 
     def __post_init__(self) -> None:
         weight_bits = _bits_tuple(self.weight_bits, "weight_bits", SUPPORTED_WEIGHT_BITS)
         if weight_bits == (0,):
             raise ValueError("weight_bits=(0,) would prune every channel; add a non-zero bit-width")
         object.__setattr__(self, "weight_bits", weight_bits)
+        if self.weight_granularity not in ("channel", "layer"):
+            raise ValueError(
+                f"weight_granularity must be 'channel' or 'layer', got {self.weight_granularity!r}"
+            )
+        if self.weight_granularity == "layer" and 0 in weight_bits:
+            raise ValueError(
+                "a layer-wise search chooses precision only: remove 0 from weight_bits (pruning "
+                "whole layers would disconnect the network)"
+            )
         object.__setattr__(
             self, "act_bits", _bits_tuple(self.act_bits, "act_bits", SUPPORTED_ACT_BITS)
         )
@@ -124,6 +136,7 @@ class SearchSpace:
             "weight_bits": list(self.weight_bits),
             "act_bits": list(self.act_bits),
             "input_bits": list(self.input_bits),
+            "weight_granularity": self.weight_granularity,
             "overrides": {
                 name: {
                     k: (list(v) if isinstance(v, tuple) else v)
@@ -142,6 +155,7 @@ class SearchSpace:
             act_bits=tuple(data["act_bits"]),
             input_bits=tuple(data.get("input_bits", (8,))),
             overrides=dict(data.get("overrides", {})),
+            weight_granularity=data.get("weight_granularity", "channel"),
         )
 
 

@@ -254,8 +254,9 @@ class SearchModel(nn.Module):
     # ----------------------------------------------------------------------------- construction
     def _build(self, clips: list[float]) -> None:
         gm, analysis = self.graph_module, self.analysis
+        per_layer = self.space.weight_granularity == "layer"
         gm.zb_selectors = nn.ModuleList(
-            ChannelSelector(bits, group.channels)
+            ChannelSelector(bits, group.channels, per_layer)
             for bits, group in zip(self.group_bits, analysis.groups)
         )
         gm.zb_quantizers = nn.ModuleList(
@@ -330,7 +331,7 @@ class SearchModel(nn.Module):
         """Architecture logits (weight bits per channel, activation bits per tensor)."""
         for selector in self.selectors:
             if len(selector.bits) > 1:
-                yield selector.logits
+                yield selector.parameter
         for quantizer in self.quantizers:
             if len(quantizer.bits) > 1:
                 yield quantizer.logits
@@ -474,7 +475,7 @@ class SearchModel(nn.Module):
         with torch.no_grad():
             for selector, bits in zip(self.selectors, weight_bits):
                 index = torch.tensor([selector.bits.index(b) for b in bits])
-                selector.logits.copy_(10.0 * one_hot(index, len(selector.bits), selector.logits))
+                selector.set_logits_(10.0 * one_hot(index, len(selector.bits), selector.logits))
             for quantizer, bits_a in zip(self.quantizers, act):
                 index_a = torch.tensor(quantizer.bits.index(bits_a))
                 quantizer.logits.copy_(

@@ -32,21 +32,36 @@ def _set_ref(module: nn.Module, name: str, value: object) -> None:
 
 
 class ChannelSelector(nn.Module):
-    """Per-output-channel weight bit-width logits shared by one channel-coupling group.
+    """Weight bit-width logits shared by one channel-coupling group.
+
+    Per channel (default) every output channel has its own logits; per layer (``per_layer``,
+    the EdMIPS-style layer-wise search) one column is shared by every channel.
 
     Attributes:
-        logits: (P, C) trainable architecture parameters, rows ordered as ``bits``.
+        parameter: The trainable logits, (P, C) or (P, 1) per layer, rows ordered as ``bits``.
         probs: (P, C) probabilities of the current step, set by the owning SearchModel.
     """
 
-    def __init__(self, bits: tuple[int, ...], channels: int) -> None:
+    def __init__(self, bits: tuple[int, ...], channels: int, per_layer: bool = False) -> None:
         super().__init__()
         self.bits = tuple(bits)
+        self.channels = channels
+        self.per_layer = per_layer
         # a single candidate leaves nothing to learn
-        self.logits = nn.Parameter(
-            _initial_logits(self.bits, channels), requires_grad=len(bits) > 1
+        self.parameter = nn.Parameter(
+            _initial_logits(self.bits, 1 if per_layer else channels), requires_grad=len(bits) > 1
         )
         self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(P, C) logits: the parameter, broadcast over the channels in per-layer mode."""
+        return self.parameter.expand(-1, self.channels)
+
+    @torch.no_grad()
+    def set_logits_(self, values: torch.Tensor) -> None:
+        """Overwrite the logits from (P, C) values (per layer: the first channel's column)."""
+        self.parameter.copy_(values[:, :1] if self.per_layer else values)
 
     @property
     def zero_index(self) -> int | None:

@@ -193,7 +193,10 @@ def fit_budget_(smodel: SearchModel, target: Target) -> int:
             kept = sum(1 for i in weight[index] if s.bits[i] > 0)
             lower = _next_lower(s.bits, weight[index][channel], kept > 1)
             assert lower is not None  # the move was found possible above
-            weight[index][channel] = lower
+            if s.per_layer:  # a layer-wise search moves the whole layer
+                weight[index] = [lower] * len(weight[index])
+            else:
+                weight[index][channel] = lower
         else:
             lower = _next_lower(smodel.quantizers[index].bits, act[index], False)
             assert lower is not None
@@ -217,9 +220,9 @@ def _next_lower(bits: tuple[int, ...], index: int, allow_zero: bool) -> int | No
 @torch.no_grad()
 def _set_choices_(smodel: SearchModel, weight: list[list[int]], act: list[int]) -> None:
     for s, idx in zip(smodel.selectors, weight):
-        logits = torch.zeros_like(s.logits)
+        logits = torch.zeros(s.logits.shape)
         logits[torch.tensor(idx), torch.arange(len(idx))] = 10.0
-        s.logits.copy_(logits)
+        s.set_logits_(logits)
     for q, i in zip(smodel.quantizers, act):
         logits = torch.zeros_like(q.logits)
         logits[i] = 10.0

@@ -73,6 +73,9 @@ class RunConfig:
         calibration_samples: Training samples used to calibrate activation clips at conversion.
         target: A budget such as ``"size=20kB"`` or ``"mpic=2e6"``: the strength then adapts
             during the search so that the final model meets it (see zerobit.train.budget).
+        weight_granularity: ``"channel"`` or ``"layer"`` (see :class:`zerobit.SearchSpace`).
+        method: Label of the method this configuration implements (``"joint"``, or a baseline
+            of :mod:`zerobit.train.baselines`), copied to result.json.
     """
 
     dataset: str = "fashion-mnist"
@@ -96,6 +99,8 @@ class RunConfig:
     seed: int = 0
     calibration_samples: int = 256
     target: str | None = None
+    weight_granularity: str = "channel"
+    method: str = "joint"
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -115,7 +120,12 @@ class RunConfig:
 
     def space(self) -> SearchSpace:
         """Return the search space of this run."""
-        return SearchSpace(self.weight_bits, self.act_bits, self.input_bits)
+        return SearchSpace(
+            self.weight_bits,
+            self.act_bits,
+            self.input_bits,
+            weight_granularity=self.weight_granularity,
+        )
 
     def sampling(self) -> Sampling:
         """Return the sampling schedule of this run."""
@@ -463,7 +473,7 @@ class Run:
         result = {
             "zerobit_version": __version__,
             "name": self.out.name,
-            "method": "joint",
+            "method": self.config.method,
             "config": self.config.to_dict(),
             "dataset": {
                 "name": info.name,

@@ -59,24 +59,65 @@ def _target_text(cost: str, value: float) -> str:
     return f"{cost}={value:.6g}"
 
 
-def plan(
-    base: RunConfig, out: Path, points: int | None, strengths: Sequence[float] | None
+def _ladder_points(
+    warm: Run, config: RunConfig, points: int, prefix: str
 ) -> list[tuple[str, RunConfig]]:
-    """Name and configure each point of the sweep (after the shared warm-up has run)."""
-    if strengths:
-        return [
-            (f"strength-{s:g}", replace(base, strength=float(s), target=None)) for s in strengths
-        ]
-    warm = Run(base, out / "warmup")
-    smodel = warm._convert(warm.warm_up())
-    reference = smodel.cost_references.get(base.cost)
-    if reference is None:  # the search's cost is another one: price the space on its own
-        reference = float(sum(smodel.costs(raw=True).values()))
-    ladder = budget_ladder(reference, minimum_cost(smodel, base.cost), points or 5)
+    smodel = Run(config, warm.out)._convert(warm.warm_up())
+    reference = smodel.cost_references[config.cost]
+    ladder = budget_ladder(reference, minimum_cost(smodel, config.cost), points)
     return [
-        (f"budget-{i}", replace(base, target=_target_text(base.cost, value)))
+        (f"{prefix}budget-{i}", replace(config, target=_target_text(config.cost, value)))
         for i, value in enumerate(ladder)
     ]
+
+
+def run_points(
+    base: RunConfig,
+    out: Path,
+    configs: Sequence[RunConfig],
+    points: int | None,
+    resume: bool = False,
+    strengths: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Run ``configs`` into ``out`` after one shared warm-up of ``base``, then report.
+
+    A configuration whose space has a choice (more than one bit-width somewhere) becomes a
+    budget ladder of ``points`` runs (or one run per strength in ``strengths``); a fixed one
+    (e.g. w8a8) is a single run.
+    """
+    warm = Run(base, out / "warmup")
+    warm.prepare(resume=True)
+    warm.warm_up()
+    named: list[tuple[str, RunConfig]] = []
+    for config in configs:
+        prefix = "" if len(configs) == 1 else f"{config.method}-"
+        searched = len(config.weight_bits) > 1 or len(config.act_bits) > 1
+        if not searched:
+            named.append((config.method, config))
+        elif strengths:
+            named += [
+                (f"{prefix}strength-{s:g}", replace(config, strength=float(s), target=None))
+                for s in strengths
+            ]
+        else:
+            named += _ladder_points(warm, config, points or 5, prefix)
+    results: list[dict[str, Any]] = []
+    run_dirs = []
+    shared = out / "warmup" / "checkpoints" / "warmup.pt"
+    for name, config in named:
+        run_dir = out / name
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "checkpoints" / "warmup.pt").exists():
+            shutil.copyfile(shared, run_dir / "checkpoints" / "warmup.pt")
+        if resume and (run_dir / "result.json").exists():
+            results.append(json.loads((run_dir / "result.json").read_text()))
+        else:
+            print(f"{name}: strength {config.strength:g}, target {config.target}")
+            results.append(Run(config, run_dir).run(resume=True))
+        run_dirs.append(run_dir)
+    summary = write_report(run_dirs, out / "report", cost=REPORT_COST[base.cost])
+    summary["results"] = results
+    return summary
 
 
 def sweep(
@@ -95,25 +136,4 @@ def sweep(
     Returns:
         The report summary of :func:`zerobit.report.write_report` plus the run results.
     """
-    out = Path(out)
-    warm = Run(base, out / "warmup")
-    warm.prepare(resume=True)
-    warm.warm_up()
-    results: list[dict[str, Any]] = []
-    run_dirs = []
-    for name, config in plan(base, out, points, strengths):
-        run_dir = out / name
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        shared = out / "warmup" / "checkpoints" / "warmup.pt"
-        point_warmup = run_dir / "checkpoints" / "warmup.pt"
-        if not point_warmup.exists():
-            shutil.copyfile(shared, point_warmup)
-        if resume and (run_dir / "result.json").exists():
-            results.append(json.loads((run_dir / "result.json").read_text()))
-        else:
-            print(f"sweep point {name}: strength {config.strength:g}, target {config.target}")
-            results.append(Run(config, run_dir).run(resume=True))
-        run_dirs.append(run_dir)
-    summary = write_report(run_dirs, out / "report", cost=REPORT_COST[base.cost])
-    summary["results"] = results
-    return summary
+    return run_points(base, Path(out), [base], points, resume, strengths)
