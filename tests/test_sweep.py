@@ -82,3 +82,28 @@ def test_baselines_run_through_the_same_pipeline(tmp_path: Path) -> None:
         assert r["config"]["search"] == base.to_dict()["search"]
     with pytest.raises(ValueError, match="unknown method"):
         method_config(base, "magic")
+
+
+def test_sequential_flow_keeps_stage_one_pruning_and_reports_both_stages(tmp_path: Path) -> None:
+    from zerobit.train.baselines import sequential
+
+    base = RunConfig(
+        dataset="digits",
+        subset=128,
+        model="resnet8",
+        act_bits=(8,),
+        warmup=PhaseConfig(1, batch_size=64),
+        search=PhaseConfig(1, batch_size=64),
+        finetune=PhaseConfig(0, batch_size=64),
+    )
+    (final,) = sequential(base, tmp_path, points=1)
+    stage1 = json.loads((tmp_path / "sequential-budget-0" / "stage1" / "result.json").read_text())
+    assert final["method"] == "sequential" and stage1["method"] == "pruning"
+    for name, entry in stage1["architecture"].items():
+        if "weight_bits" not in entry:
+            continue
+        for before, after in zip(entry["weight_bits"], final["architecture"][name]["weight_bits"]):
+            assert (before == 0) == (after == 0), name  # pruning decided by stage 1 only
+    assert final["costs"]["size_bits"] <= final["budget"]["value"]
+    timings = final["timings"]
+    assert timings["stage1_search_s"] > 0 and timings["total_train_s"] >= timings["search_s"]

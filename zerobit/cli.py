@@ -272,14 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs comparison methods with the same data, model, warm-up and epochs as "
         "`search`: wXaY (fixed precision, e.g. w8a8, w4a8, w2a8), pruning (weights 0 or 8 "
         "bits), channelwise (channel-wise mixed precision without pruning), layerwise (one "
-        "bit-width per layer, EdMIPS-like) and joint. Searched methods run a budget ladder of "
+        "bit-width per layer, EdMIPS-like), sequential (pruning, then mixed precision on the "
+        "kept channels) and joint. Searched methods run a budget ladder of "
         "--points points; fixed ones run once. All share one warm-up; a report follows.",
     )
     _add_run_options(base, RunConfig())
     base.add_argument(
         "--methods",
-        default="w8a8,w4a8,w2a8,pruning,layerwise",
-        help="comma-separated methods (default: w8a8,w4a8,w2a8,pruning,layerwise)",
+        default="w8a8,w4a8,w2a8,pruning,layerwise,sequential",
+        help="comma-separated methods (default: w8a8,w4a8,w2a8,pruning,layerwise,sequential)",
     )
     base.add_argument(
         "--points", type=int, default=3, help="budgets per searched method (default: 3)"

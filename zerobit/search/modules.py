@@ -52,6 +52,8 @@ class ChannelSelector(nn.Module):
             _initial_logits(self.bits, 1 if per_layer else channels), requires_grad=len(bits) > 1
         )
         self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
+        # Channels whose pruning decision is fixed (e.g. by an earlier pruning stage), or None.
+        self.pinned_pruning: torch.Tensor | None = None
 
     @property
     def logits(self) -> torch.Tensor:

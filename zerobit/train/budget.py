@@ -170,8 +170,10 @@ def fit_budget_(smodel: SearchModel, target: Target) -> int:
         for g, s in enumerate(smodel.selectors):
             logits = s.logits.detach()
             kept = sum(1 for i in weight[g] if s.bits[i] > 0)
+            pinned = s.pinned_pruning
             for c, i in enumerate(weight[g]):
-                lower = _next_lower(s.bits, i, allow_zero=kept > 1)
+                can_prune = kept > 1 and (pinned is None or not bool(pinned[c]))
+                lower = _next_lower(s.bits, i, allow_zero=can_prune)
                 if lower is not None:
                     drop = float(logits[i, c] - logits[lower, c])
                     if best is None or drop < best[0]:
@@ -191,7 +193,9 @@ def fit_budget_(smodel: SearchModel, target: Target) -> int:
         if kind == "w":
             s = smodel.selectors[index]
             kept = sum(1 for i in weight[index] if s.bits[i] > 0)
-            lower = _next_lower(s.bits, weight[index][channel], kept > 1)
+            pinned = s.pinned_pruning
+            can_prune = kept > 1 and (pinned is None or not bool(pinned[channel]))
+            lower = _next_lower(s.bits, weight[index][channel], can_prune)
             assert lower is not None  # the move was found possible above
             if s.per_layer:  # a layer-wise search moves the whole layer
                 weight[index] = [lower] * len(weight[index])

@@ -185,6 +185,8 @@ class Run:
             (default: top-1 accuracy).
         data: Pre-loaded splits (default: ``load_dataset(config.dataset, ...)``).
         model_fn: Builds the float model (default: ``get_model(config.model, ...)``).
+        prepare_search: Called on the freshly converted SearchModel before the search (and
+            before a checkpoint is restored), e.g. to seed weights or pin choices.
     """
 
     def __init__(
@@ -195,8 +197,10 @@ class Run:
         metric: MetricFn = accuracy,
         data: DatasetSplits | None = None,
         model_fn: Callable[[], nn.Module] | None = None,
+        prepare_search: Callable[[SearchModel], None] | None = None,
     ) -> None:
         self.config = config
+        self._prepare_search = prepare_search
         self.out = Path(out)
         self.loss_fn = loss_fn or nn.functional.cross_entropy
         self.metric = metric
@@ -375,6 +379,8 @@ class Run:
         """Phase 2: joint search of weights and architecture; return the last epoch's model."""
         c = self.config
         smodel = self._convert(model)
+        if self._prepare_search is not None:
+            self._prepare_search(smodel)
         optimizer = torch.optim.Adam(
             smodel.weight_parameter_groups(c.search.weight_decay), c.search.lr
         )
@@ -453,6 +459,19 @@ class Run:
 
         self._train_epochs("finetune", frozen, [optimizer], c.epochs, c.batch_size, step, state)
         frozen.load_state_dict(state["best_model"])
+        if ckpt is None and c.epochs == 0:  # later stages (sequential flow) read the final weights
+            _atomic_save(
+                {
+                    "epoch": 0,
+                    "best_metric": state["best_metric"],
+                    "best_model": state["best_model"],
+                    "model": frozen.state_dict(),
+                    "optimizers": [optimizer.state_dict()],
+                    "timings": json.dumps(self.timings),
+                    "extra": {},
+                },
+                self.checkpoints / "finetune.pt",
+            )
         return frozen.eval()
 
     # -------------------------------------------------------------------------------- result
