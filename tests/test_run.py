@@ -34,7 +34,10 @@ def test_pipeline_writes_every_file(tmp_path: Path) -> None:
     assert json.loads((out / "config.json").read_text()) == TINY.to_dict()
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [(r["phase"], r["epoch"]) for r in lines] == [
-        ("warmup", 1), ("search", 1), ("search", 2), ("finetune", 1)
+        ("warmup", 1),
+        ("search", 1),
+        ("search", 2),
+        ("finetune", 1),
     ]
     for phase in ("warmup", "search", "finetune"):
         ckpt = torch.load(out / "checkpoints" / f"{phase}.pt", weights_only=True)
@@ -49,7 +52,8 @@ def test_pipeline_writes_every_file(tmp_path: Path) -> None:
     assert 0 < kept <= sum(len(e.get("weight_bits", [])) for e in arch.values())
     assert stored["costs"]["size_bytes"] == stored["costs"]["size_bits"] / 8
     assert stored["costs_all_8bit"]["size_bits"] == 8 * sum(
-        m.weight.numel() for m in zb.models.ResNet8((1, 8, 8)).modules()
+        m.weight.numel()
+        for m in zb.models.ResNet8((1, 8, 8)).modules()
         if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
     )
     assert 0.0 <= stored["test_accuracy"] <= 1.0
@@ -104,3 +108,17 @@ def test_bad_run_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown run configuration keys"):
         RunConfig.from_dict({"strenght": 1.0})
     assert not math.isnan(TINY.final_temperature)
+
+
+def test_early_stopping_ends_a_phase_without_progress(tmp_path: Path) -> None:
+    config = RunConfig(
+        **{
+            **TINY.to_dict(),
+            "warmup": PhaseConfig(5, batch_size=64, patience=2),
+            "search": PhaseConfig(1, batch_size=64),
+            "finetune": PhaseConfig(0),
+        }
+    )
+    Run(config, tmp_path / "run", metric=lambda logits, y: 0.5).run()  # never improves
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines if r["phase"] == "warmup"] == [1, 2, 3]

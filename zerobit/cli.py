@@ -130,6 +130,13 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         default=defaults.search.arch_lr,
         help=f"Adam learning rate of the architecture logits (default: {defaults.search.arch_lr})",
     )
+    train.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping of warm-up and fine-tuning after this many epochs without a better "
+        "validation metric (default: off)",
+    )
     train.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: 0)")
     parser.add_argument(
         "--out",
@@ -147,9 +154,13 @@ def _config(args: argparse.Namespace) -> Any:
     from zerobit.train.loop import PhaseConfig
     from zerobit.train.run import RunConfig
 
-    def phase(epochs: int) -> PhaseConfig:
+    def phase(epochs: int, patience: int | None = None) -> PhaseConfig:
         return PhaseConfig(
-            epochs=epochs, lr=args.lr, arch_lr=args.arch_lr, batch_size=args.batch_size
+            epochs=epochs,
+            lr=args.lr,
+            arch_lr=args.arch_lr,
+            batch_size=args.batch_size,
+            patience=patience,
         )
 
     return RunConfig(
@@ -165,9 +176,9 @@ def _config(args: argparse.Namespace) -> Any:
         strength_ramp=args.strength_ramp,
         gumbel=args.gumbel,
         hard=args.hard,
-        warmup=phase(args.warmup_epochs),
+        warmup=phase(args.warmup_epochs, args.patience),
         search=phase(args.search_epochs),
-        finetune=phase(args.finetune_epochs),
+        finetune=phase(args.finetune_epochs, args.patience),
         seed=args.seed,
         target=args.target,
     )

@@ -33,6 +33,9 @@ class PhaseConfig:
             logits' speed independent of the cost's units and of the model's size.
         batch_size: Mini-batch size.
         weight_decay: L2 weight decay on weights (never on clips or logits).
+        patience: Early stopping: end the phase after this many epochs without a better
+            validation metric (None: run every epoch). The search phase never stops early: its
+            schedules are functions of progress through all its epochs.
     """
 
     epochs: int = 5
@@ -40,10 +43,13 @@ class PhaseConfig:
     arch_lr: float = 5e-2
     batch_size: int = 128
     weight_decay: float = 0.0
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.arch_lr <= 0:
             raise ValueError(f"invalid phase configuration {self}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
 
 
 @torch.no_grad()

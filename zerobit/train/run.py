@@ -288,11 +288,14 @@ class Run:
         state: dict[str, Any],
         extra_log: Callable[[], dict[str, Any]] = dict,
         select_best: bool = True,
+        patience: int | None = None,
     ) -> None:
         """Shared epoch loop with per-epoch checkpoints; ``state`` carries epoch and best."""
         loader = self._loader(batch_size)
         total = max(1, epochs * len(loader))
         while state["epoch"] < epochs:
+            if patience is not None and state.get("stale", 0) >= patience:
+                break  # early stopping: the last `patience` epochs did not improve
             epoch = state["epoch"]
             torch.manual_seed(_epoch_seed(self.config.seed, phase, epoch))
             start = time.perf_counter()
@@ -311,9 +314,12 @@ class Run:
             elapsed = time.perf_counter() - start
             self.timings[f"{phase}_s"] = self.timings.get(f"{phase}_s", 0.0) + elapsed
             state["epoch"] = epoch + 1
-            if not select_best or value >= state["best_metric"]:
+            if not select_best or value > state["best_metric"]:
                 state["best_metric"] = value
                 state["best_model"] = {k: v.clone() for k, v in model.state_dict().items()}
+                state["stale"] = 0
+            else:
+                state["stale"] = state.get("stale", 0) + 1
             record = {
                 "phase": phase,
                 "epoch": epoch + 1,
@@ -327,6 +333,7 @@ class Run:
                     "epoch": state["epoch"],
                     "best_metric": state["best_metric"],
                     "best_model": state["best_model"],
+                    "stale": state["stale"],
                     "model": model.state_dict(),
                     "optimizers": [opt.state_dict() for opt in optimizers],
                     "timings": json.dumps(self.timings),
@@ -354,6 +361,7 @@ class Run:
             "epoch": ckpt["epoch"],
             "best_metric": ckpt["best_metric"],
             "best_model": ckpt["best_model"],
+            "stale": ckpt.get("stale", 0),
         }
 
     def warm_up(self) -> nn.Module:
@@ -366,7 +374,9 @@ class Run:
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
             return self.loss_fn(model(x), y)
 
-        self._train_epochs("warmup", model, [optimizer], c.epochs, c.batch_size, step, state)
+        self._train_epochs(
+            "warmup", model, [optimizer], c.epochs, c.batch_size, step, state, patience=c.patience
+        )
         if state["best_model"] is not None:
             model.load_state_dict(state["best_model"])
         return model.eval()
@@ -457,7 +467,16 @@ class Run:
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
             return self.loss_fn(frozen(x), y)
 
-        self._train_epochs("finetune", frozen, [optimizer], c.epochs, c.batch_size, step, state)
+        self._train_epochs(
+            "finetune",
+            frozen,
+            [optimizer],
+            c.epochs,
+            c.batch_size,
+            step,
+            state,
+            patience=c.patience,
+        )
         frozen.load_state_dict(state["best_model"])
         if ckpt is None and c.epochs == 0:  # later stages (sequential flow) read the final weights
             _atomic_save(
