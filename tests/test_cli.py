@@ -46,3 +46,38 @@ def test_every_option_is_explained() -> None:
         for action in command._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.dest} has no help"
+
+
+def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    data = {
+        "train_x": torch.rand(96, 1, 6, 6), "train_y": torch.randint(0, 3, (96,)),
+        "test_x": torch.rand(30, 1, 6, 6), "test_y": torch.randint(0, 3, (30,)),
+    }  # fmt: skip
+    torch.save(data, tmp_path / "mine.pt")
+    args = [
+        "search",
+        "--dataset",
+        "tensors",
+        "--data-dir",
+        str(tmp_path / "mine.pt"),
+        "--model",
+        "mlp",
+        "--batch-size",
+        "32",
+        "--warmup-epochs",
+        "1",
+        "--search-epochs",
+        "1",
+        "--finetune-epochs",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["dataset"]["name"] == "tensors" and result["dataset"]["num_classes"] == 3
+    assert result["dataset"]["test_samples"] == 30
+    assert main(["search", "--dataset", "tensors", "--out", str(tmp_path / "x")]) == 2

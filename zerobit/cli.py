@@ -25,7 +25,9 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
     data.add_argument(
         "--dataset",
         default=defaults.dataset,
-        help=f"registered dataset name (default: {defaults.dataset})",
+        help="fashion-mnist, digits, kws, speech-commands, cifar10, or your own data: tensors "
+        "(a .pt file) or image-folder (train/<class>/ and test/<class>/), both at --data-dir "
+        f"(default: {defaults.dataset})",
     )
     data.add_argument(
         "--data-dir",

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from zerobit import __version__
 from zerobit.config import Sampling, SearchSpace
 from zerobit.cost import evaluate, resolve_cost
-from zerobit.data import DatasetSplits, load_dataset
+from zerobit.data import DatasetSplits, load_dataset, load_local_dataset
 from zerobit.models import get_model
 from zerobit.search import FrozenModel, SearchModel, convert
 from zerobit.train.budget import (
@@ -35,6 +35,8 @@ from zerobit.train.loop import PhaseConfig, accuracy, evaluate_metric
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
 PHASES = ("warmup", "search", "finetune")
+#: Dataset names that read the user's own data from ``data_dir``.
+LOCAL_DATASETS = ("tensors", "image-folder")
 #: Costs reported for every final model: result.json key -> cost model.
 REPORTED_COSTS = {
     "size_bits": "size",
@@ -217,7 +219,16 @@ class Run:
         """The dataset splits (loaded on first use)."""
         if self._data is None:
             c = self.config
-            self._data = load_dataset(c.dataset, c.data_dir, c.subset, c.seed, c.val_fraction)
+            if c.dataset in LOCAL_DATASETS:  # the user's own data, at --data-dir
+                if c.data_dir is None:
+                    raise ValueError(
+                        f"dataset {c.dataset!r} reads your data from --data-dir: a .pt file with "
+                        "train_x/train_y/test_x/test_y, or a folder with train/<class>/*.png and "
+                        "test/<class>/*.png"
+                    )
+                self._data = load_local_dataset(c.data_dir, c.subset, c.seed, c.val_fraction)
+            else:
+                self._data = load_dataset(c.dataset, c.data_dir, c.subset, c.seed, c.val_fraction)
         return self._data
 
     def _new_model(self) -> nn.Module:
