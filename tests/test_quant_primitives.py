@@ -388,3 +388,15 @@ def test_quantize_bias_matches_naive_loop():
     assert codes.tolist() == expected
     assert codes.tolist()[1] == -6  # -1.5 / 0.25 = -6 exactly; 1.25 / 0.25 = 5
     assert codes.tolist()[2:4] == [INT32_MAX, INT32_MIN]
+
+
+def test_candidate_weight_scales_equal_weight_scale_bit_for_bit() -> None:
+    from zerobit.quant import candidate_weight_scales, weight_scale
+
+    weight = torch.randn(12, 5, 3, 3)
+    weight[4] = 0.0  # an all-zero channel takes the fallback maximum
+    bits = (0, 2, 3, 4, 8)
+    scales = candidate_weight_scales(weight, bits)
+    assert scales.shape == (len(bits), 12)
+    for row, b in zip(scales, bits):
+        assert torch.equal(row, weight_scale(weight, b))

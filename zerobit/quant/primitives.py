@@ -34,6 +34,7 @@ __all__ = [
     "act_range",
     "act_scale",
     "check_act_bits",
+    "candidate_weight_scales",
     "check_weight_bits",
     "dequantize_weight",
     "fake_quantize_act",
@@ -153,6 +154,24 @@ def _uniform_levels(weight: Tensor, bits: int) -> Tensor:
     return torch.full(
         (weight.shape[0],), float(weight_levels(bits)), dtype=weight.dtype, device=weight.device
     )
+
+
+def candidate_weight_scales(weight: Tensor, bits: tuple[int, ...]) -> Tensor:
+    """Return the scale of every candidate bit-width at once, bit-identical to :func:`weight_scale`.
+
+    Args:
+        weight: Float (C_out, ...).
+        bits: Candidate bit-widths (0 gives scale 0).
+
+    Returns:
+        ``weight.dtype`` (len(bits), C_out), detached; one pass over the weights for the maxima.
+    """
+    max_abs = _channel_max_abs(weight)
+    rows = []
+    for b in bits:
+        levels = weight_levels(b)
+        rows.append(max_abs / float(levels) if levels else torch.zeros_like(max_abs))
+    return torch.stack(rows)
 
 
 def weight_scale(weight: Tensor, bits: int) -> Tensor:

@@ -9,11 +9,11 @@ from torch import nn
 
 from zerobit.quant import (
     act_scale,
+    candidate_weight_scales,
     fake_quant_act,
     mixed_act_quant,
     mixed_weight_quant,
     quantize_bias_ste,
-    weight_scale,
 )
 
 
@@ -161,7 +161,7 @@ class SearchableLayer(nn.Module):
         bits = selector.bits
         weight = mixed_weight_quant(self.weight, probs, bits)
         with torch.no_grad():
-            scales = torch.stack([weight_scale(self.weight, b) for b in bits])  # (P, C)
+            scales = candidate_weight_scales(self.weight, bits)  # (P, C)
             weight_scale_eff = (probs.detach() * scales).sum(0)
             input_scale = self.input_quantizer.effective_scale()
         zero = selector.zero_index
