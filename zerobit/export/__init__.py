@@ -1,1 +1,61 @@
 # SPDX-License-Identifier: Apache-2.0
+# Export: integer IR, physical pruning and the pruned torch model, integer reference, packed format.
+from zerobit.export.ir import (
+    Add,
+    AvgPool,
+    Concat,
+    Flatten,
+    InputQuant,
+    IntegerGraph,
+    Layer,
+    MaxPool,
+    Op,
+    Relu,
+    TensorInfo,
+    to_ir,
+)
+from zerobit.export.packed import (
+    PackedFormatError,
+    PackedRun,
+    decode_packed,
+    encode_packed,
+    flash_bytes,
+    pack_codes,
+    packed_runs,
+    read_packed,
+    unpack_codes,
+    write_packed,
+)
+from zerobit.export.prune import PrunedModel, QuantizedLayer, prune, to_torch
+from zerobit.export.reference import IntegerReference, run_reference
+
+__all__ = [
+    "Add",
+    "AvgPool",
+    "Concat",
+    "Flatten",
+    "InputQuant",
+    "IntegerGraph",
+    "IntegerReference",
+    "Layer",
+    "MaxPool",
+    "Op",
+    "PackedFormatError",
+    "PackedRun",
+    "PrunedModel",
+    "QuantizedLayer",
+    "Relu",
+    "TensorInfo",
+    "decode_packed",
+    "encode_packed",
+    "flash_bytes",
+    "pack_codes",
+    "packed_runs",
+    "prune",
+    "read_packed",
+    "run_reference",
+    "to_ir",
+    "to_torch",
+    "unpack_codes",
+    "write_packed",
+]
