@@ -81,3 +81,33 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
     assert result["dataset"]["name"] == "tensors" and result["dataset"]["num_classes"] == 3
     assert result["dataset"]["test_samples"] == 30
     assert main(["search", "--dataset", "tensors", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_export_and_eval_of_a_finished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    from zerobit.export import load_artifact, read_packed
+    from zerobit.train.run import Run, RunConfig
+
+    run = tmp_path / "run"
+    assert (
+        main(["search", *TINY, "--act-bits", "8", "--target", "size=6kB", "--out", str(run)]) == 0
+    )
+    result = json.loads((run / "result.json").read_text())
+    for fmt in ("torch", "packed"):
+        assert main(["export", str(run), "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+    graph = read_packed(tmp_path / "packed" / "model.zbp")
+    # The exported weights are the run's final architecture, greedy budget step included.
+    kept = sum(b > 0 for e in result["architecture"].values() for b in e.get("weight_bits", []))
+    assert sum(len(layer.bias_codes) for layer in graph.layers()) == kept
+    frozen = Run(
+        RunConfig.from_dict(json.loads((run / "config.json").read_text())), run
+    ).load_frozen()
+    x = torch.rand(5, 1, 8, 8)
+    for artifact in (tmp_path / "torch" / "model.pt", tmp_path / "packed" / "model.zbp"):
+        assert torch.equal(load_artifact(artifact)(x), frozen(x))
+    assert main(["eval", str(tmp_path / "packed" / "model.zbp"), "--dataset", "digits"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"test accuracy {result['test_accuracy']:.4f}" in line

@@ -2,6 +2,7 @@
 # zerobit: joint pruning and channel-wise mixed-precision search for tiny neural networks.
 from zerobit import cost
 from zerobit.config import LayerOverride, Sampling, SearchSpace
+from zerobit.export import export, load_artifact
 from zerobit.search import FrozenModel, SearchModel, convert, freeze
 
 __version__ = "0.1.0"
@@ -15,5 +16,7 @@ __all__ = [
     "__version__",
     "convert",
     "cost",
+    "export",
     "freeze",
+    "load_artifact",
 ]

@@ -232,6 +232,41 @@ def _baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    import json
+
+    from zerobit.export import export
+    from zerobit.train.run import Run, RunConfig
+
+    run_dir = Path(args.run)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise ValueError(f"{run_dir} is not a run directory (no config.json)")
+    run = Run(RunConfig.from_dict(json.loads(config_path.read_text())), run_dir)
+    frozen = run.load_frozen()
+    example = run.validation_batch(64)
+    path = export(frozen, example, args.format, Path(args.out))
+    print(f"wrote {path} ({path.stat().st_size} bytes); outputs checked against the run's model")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from zerobit.data import load_dataset
+    from zerobit.export import load_artifact
+    from zerobit.train.loop import accuracy
+
+    artifact = load_artifact(args.artifact)
+    data = load_dataset(args.dataset, args.data_dir)
+    split = {"test": data.test, "val": data.val}[args.split]
+    correct = total = 0
+    for start in range(0, len(split), 512):  # type: ignore[arg-type]
+        x, y = split[start : start + 512]
+        correct += round(accuracy(artifact(x), y) * len(y))
+        total += len(y)
+    print(f"{args.artifact}: {args.split} accuracy {correct / total:.4f} on {total} samples")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser of the ``zerobit`` command."""
     from zerobit.train.demo import DEMO_CONFIG
@@ -299,6 +334,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--points", type=int, default=3, help="budgets per searched method (default: 3)"
     )
     base.set_defaults(handler=_baseline)
+    export = commands.add_parser(
+        "export",
+        help="write a finished run's model as a deployable artifact",
+        description="Rebuilds a run's final model and writes it as: torch (the physically pruned "
+        "PyTorch model), packed (the versioned sub-byte binary whose weight bits equal the size "
+        "cost), onnx (for checking and interoperability) or c (C99 runtime and model sources). "
+        "The artifact's outputs are checked against the run's model before it is reported.",
+    )
+    export.add_argument("run", help="run directory (with result.json and checkpoints/)")
+    export.add_argument(
+        "--format", required=True, choices=("torch", "packed", "onnx", "c"), help="artifact format"
+    )
+    export.add_argument("--out", required=True, help="folder to write the artifact into")
+    export.set_defaults(handler=_export)
+    evaluate = commands.add_parser(
+        "eval",
+        help="accuracy of an exported artifact on a dataset",
+        description="Loads model.pt, model.zbp or model.onnx and reports its accuracy.",
+    )
+    evaluate.add_argument("artifact", help="model.pt, model.zbp or model.onnx")
+    evaluate.add_argument("--dataset", required=True, help="registered dataset name")
+    evaluate.add_argument("--data-dir", default=None, help="folder of the dataset's raw files")
+    evaluate.add_argument(
+        "--split", default="test", choices=("test", "val"), help="split (default: test)"
+    )
+    evaluate.set_defaults(handler=_eval)
     report = commands.add_parser(
         "report",
         help="table, non-dominated set and pictures of finished runs",

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 # Export: integer IR, physical pruning and the pruned torch model, integer reference, packed format.
+from zerobit.export.api import FORMATS, export, load_artifact
 from zerobit.export.ir import (
     Add,
     AvgPool,
@@ -30,6 +31,7 @@ from zerobit.export.prune import PrunedModel, QuantizedLayer, prune, to_torch
 from zerobit.export.reference import IntegerReference, run_reference
 
 __all__ = [
+    "FORMATS",
     "Add",
     "AvgPool",
     "Concat",
@@ -48,7 +50,9 @@ __all__ = [
     "TensorInfo",
     "decode_packed",
     "encode_packed",
+    "export",
     "flash_bytes",
+    "load_artifact",
     "pack_codes",
     "packed_runs",
     "prune",

@@ -266,6 +266,11 @@ class Run:
     def _loader(self, batch_size: int) -> DataLoader:
         return DataLoader(self.data.train, batch_size=batch_size, shuffle=True)
 
+    def validation_batch(self, count: int) -> torch.Tensor:
+        """Return the first ``count`` validation inputs, stacked (to check an exported model)."""
+        val = self.data.val
+        return torch.stack([val[i][0] for i in range(min(count, len(val)))])  # type: ignore[arg-type]
+
     def _example_input(self) -> torch.Tensor:
         train = self.data.train
         n = min(self.config.calibration_samples, len(train))  # type: ignore[arg-type]
@@ -446,7 +451,10 @@ class Run:
             select_best=False,
         )
         smodel.detach_probs_()
-        if target is not None and controller is not None:
+        ckpt = self._checkpoint("search")
+        if ckpt is not None and "budget" in ckpt:  # resumed after the greedy step: reuse it
+            self.budget = json.loads(ckpt["budget"])
+        elif target is not None and controller is not None:
             before = discrete_cost(smodel, target.cost)
             moves = fit_budget_(smodel, target)
             after = discrete_cost(smodel, target.cost)
@@ -462,6 +470,10 @@ class Run:
             }
             note = "met by the search" if moves == 0 else f"met after {moves} greedy moves"
             print(f"budget {target.text}: {note} ({target.cost} {after:.6g} <= {target.value:.6g})")
+            if ckpt is not None:  # the checkpoint holds the final architecture from now on
+                ckpt["model"] = smodel.state_dict()
+                ckpt["budget"] = json.dumps(self.budget)
+                _atomic_save(ckpt, self.checkpoints / "search.pt")
         return smodel.eval()
 
     def finetune_phase(self, smodel: SearchModel) -> FrozenModel:
@@ -502,6 +514,25 @@ class Run:
                 },
                 self.checkpoints / "finetune.pt",
             )
+        return frozen.eval()
+
+    def load_frozen(self) -> FrozenModel:
+        """Rebuild the final (fine-tuned) model of a finished run from its checkpoints.
+
+        Raises:
+            ValueError: If the run has not finished.
+        """
+        if not (self.out / "result.json").exists():
+            raise ValueError(f"{self.out} holds no finished run (no result.json)")
+        model = self.warm_up()
+        smodel = self._convert(model)
+        search = self._checkpoint("search")
+        finetune = self._checkpoint("finetune")
+        if search is None or finetune is None:
+            raise ValueError(f"{self.out} lacks its search or fine-tuning checkpoint")
+        smodel.load_state_dict(search["model"])
+        frozen = smodel.eval().freeze()
+        frozen.load_state_dict(finetune["best_model"])
         return frozen.eval()
 
     # -------------------------------------------------------------------------------- result
