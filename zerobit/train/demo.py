@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from zerobit.data import load_dataset
+from zerobit.export import export
 from zerobit.report import write_report
 from zerobit.train.loop import PhaseConfig
 from zerobit.train.run import Run, RunConfig
 
+#: Artifacts the demo exports (each checked against the searched model).
+DEMO_FORMATS = ("torch", "packed")
 #: The demo's settings: a 4000-sample Fashion-MNIST subset, ResNet-8, 3 + 4 + 2 epochs.
 DEMO_CONFIG = RunConfig(
     dataset="fashion-mnist",
@@ -42,8 +45,11 @@ def with_fallback_data(config: RunConfig) -> RunConfig:
 
 def run_demo(config: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
     """Run the pipeline for ``config`` into ``out`` and print a summary."""
-    result = Run(config, out).run(resume=resume)
+    run = Run(config, out)
+    result = run.run(resume=resume)
     summary = write_report([out], out / "report")
+    frozen, example = run.load_frozen(), run.validation_batch(64)
+    artifacts = {fmt: export(frozen, example, fmt, out / "export" / fmt) for fmt in DEMO_FORMATS}
     arch = result["architecture"]
     pruned = sum(b == 0 for entry in arch.values() for b in entry.get("weight_bits", []))
     total = sum(len(entry.get("weight_bits", [])) for entry in arch.values())
@@ -57,6 +63,11 @@ def run_demo(config: RunConfig, out: Path, resume: bool = False) -> dict[str, An
         saved = 1 - costs["size_bits"] / reference["size_bits"]
         line += f" ({100 * saved:.1f}% smaller than all-8-bit)"
     print(line + f", {pruned}/{total} channels pruned")
+    packed = artifacts["packed"]
+    print(
+        f"deployable artifact: {packed} ({packed.stat().st_size} bytes, "
+        f"{costs['size_bits'] / 8:.0f} of them weights), checked against the searched model"
+    )
     print(
         f"run directory: {out}; architecture map: {summary['architecture_plots'][result['name']]}"
     )
