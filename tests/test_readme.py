@@ -20,7 +20,8 @@ def test_readme_has_the_two_fresh_machine_commands_first() -> None:
     assert bash[1].strip().replace("pytest -q", "pytest -q") in ci
 
 
-def test_readme_python_examples_run() -> None:
+def test_readme_python_examples_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # examples write relative paths such as runs/
     blocks = python_blocks()
     assert blocks
     for block in blocks:
