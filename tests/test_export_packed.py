@@ -31,6 +31,7 @@ from zerobit.export import (
     prune,
     read_packed,
     run_reference,
+    to_ir,
     unpack_codes,
     write_packed,
 )
@@ -103,7 +104,7 @@ def test_round_trip_through_a_file_is_exact(name: str, tmp_path: Path) -> None:
 
 def test_flash_bytes_of_a_graph_equals_that_of_the_model() -> None:
     frozen, _ = random_frozen("resnet8", 4)
-    graph = zb.export.to_ir(frozen)
+    graph = to_ir(frozen)
     assert flash_bytes(graph) == flash_bytes(frozen) == len(encode_packed(graph))
 
 
