@@ -1,17 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-# The three phases of the method as plain functions: float warm-up, search, fine-tune.
+# Shared training pieces: phase settings, the default metric and its evaluation.
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
-
-from zerobit.search import FrozenModel, SearchModel
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
@@ -65,112 +61,3 @@ def evaluate_metric(
         count += len(y)
     model.train(was_training)
     return total / max(count, 1)
-
-
-def _loader(data: Dataset, batch_size: int, seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        data, batch_size=batch_size, shuffle=True, generator=generator, drop_last=False
-    )
-
-
-def warm_up(
-    model: nn.Module,
-    train: Dataset,
-    val: Dataset,
-    config: PhaseConfig,
-    loss_fn: LossFn | None = None,
-    metric: MetricFn = accuracy,
-    seed: int = 0,
-) -> tuple[nn.Module, float]:
-    """Train the float model; return the best model on the validation set and its metric."""
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    optimizer = torch.optim.Adam(model.parameters(), config.lr, weight_decay=config.weight_decay)
-    best, best_metric = copy.deepcopy(model), -float("inf")
-    for epoch in range(config.epochs):
-        model.train()
-        for x, y in tqdm(
-            _loader(train, config.batch_size, seed + epoch),
-            desc=f"warm-up {epoch + 1}/{config.epochs}",
-            leave=False,
-        ):
-            optimizer.zero_grad()
-            loss_fn(model(x), y).backward()
-            optimizer.step()
-        value = evaluate_metric(model, val, metric)
-        if value > best_metric:
-            best, best_metric = copy.deepcopy(model), value
-    return best.eval(), best_metric
-
-
-def search(
-    smodel: SearchModel,
-    train: Dataset,
-    val: Dataset,
-    config: PhaseConfig,
-    strength: float,
-    loss_fn: LossFn | None = None,
-    metric: MetricFn = accuracy,
-    seed: int = 0,
-) -> tuple[SearchModel, float]:
-    """Search weights and architecture together: loss + strength * normalized cost.
-
-    The temperature follows training progress (``smodel.set_progress``). The model of the last
-    epoch is returned with its validation metric (choosing the best-scoring epoch would favour
-    the early, barely compressed architectures).
-    """
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    optimizer = torch.optim.Adam(smodel.weight_parameter_groups(config.weight_decay), config.lr)
-    arch_params = list(smodel.arch_parameters())
-    arch_optimizer = torch.optim.Adam(arch_params, config.arch_lr) if arch_params else None
-    steps_per_epoch = max(1, -(-len(train) // config.batch_size))  # type: ignore[arg-type]
-    total = max(1, config.epochs * steps_per_epoch)
-    step, value = 0, float("nan")
-    for epoch in range(config.epochs):
-        smodel.train()
-        for x, y in tqdm(
-            _loader(train, config.batch_size, seed + epoch),
-            desc=f"search {epoch + 1}/{config.epochs}",
-            leave=False,
-        ):
-            smodel.set_progress(step / total)
-            optimizer.zero_grad()
-            if arch_optimizer is not None:
-                arch_optimizer.zero_grad()
-            loss = loss_fn(smodel(x), y) + strength * smodel.cost()
-            loss.backward()
-            optimizer.step()
-            if arch_optimizer is not None:
-                arch_optimizer.step()
-            step += 1
-        value = evaluate_metric(smodel, val, metric)
-    return smodel.detach_probs_().eval(), value
-
-
-def fine_tune(
-    frozen: FrozenModel,
-    train: Dataset,
-    val: Dataset,
-    config: PhaseConfig,
-    loss_fn: LossFn | None = None,
-    metric: MetricFn = accuracy,
-    seed: int = 0,
-) -> tuple[FrozenModel, float]:
-    """Fine-tune a frozen model; validation runs the exact integer simulation (eval mode)."""
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    optimizer = torch.optim.Adam(frozen.parameters(), config.lr)
-    best, best_metric = copy.deepcopy(frozen), evaluate_metric(frozen, val, metric)
-    for epoch in range(config.epochs):
-        frozen.train()
-        for x, y in tqdm(
-            _loader(train, config.batch_size, seed + epoch),
-            desc=f"fine-tune {epoch + 1}/{config.epochs}",
-            leave=False,
-        ):
-            optimizer.zero_grad()
-            loss_fn(frozen(x), y).backward()
-            optimizer.step()
-        value = evaluate_metric(frozen, val, metric)
-        if value > best_metric:
-            best, best_metric = copy.deepcopy(frozen), value
-    return best.eval(), best_metric

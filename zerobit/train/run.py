@@ -30,10 +30,8 @@ from zerobit.train.budget import (
     minimum_cost,
     parse_target,
 )
-from zerobit.train.loop import PhaseConfig, accuracy, evaluate_metric
+from zerobit.train.loop import LossFn, MetricFn, PhaseConfig, accuracy, evaluate_metric
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
 PHASES = ("warmup", "search", "finetune")
 #: Dataset names that read the user's own data from ``data_dir``.
 LOCAL_DATASETS = ("tensors", "image-folder")
