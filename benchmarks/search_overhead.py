@@ -5,7 +5,10 @@
 For each model and cost model: the median over interleaved steps of
 (search step time) / (float step time). A float step is forward + backward + Adam step of the
 model with BatchNorm; a search step is forward + backward + both optimizer steps + cost of the
-converted model. Run:
+converted model. The quartiles of the ratio show the spread: time on a quiet machine (the load
+average is printed and stored; other processes inflate both steps, the many small ops of the
+search step most). ``ZEROBIT_NATIVE=0`` measures the pure-torch quantizers instead of the native
+kernels. Run:
 
     python benchmarks/search_overhead.py --steps 50 --out benchmarks/results/search_overhead.json
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +27,7 @@ from torch import nn
 
 import zerobit as zb
 from zerobit.models import DSCNN, ResNet8
+from zerobit.quant import _native
 
 CASES = {
     "resnet8": (lambda: ResNet8((1, 28, 28), 10), (1, 28, 28), 10),
@@ -73,12 +78,15 @@ def measure(name: str, cost: str, steps: int, batch: int) -> dict:
         floats.append(f)
         searches.append(s)
         ratios.append(s / f)
+    quartiles = statistics.quantiles(ratios, n=4)
     return {
         "model": name,
         "cost": cost,
         "steps": steps,
         "batch": batch,
         "median_ratio": statistics.median(ratios),
+        "ratio_p25": quartiles[0],
+        "ratio_p75": quartiles[2],
         "median_float_s": statistics.median(floats),
         "median_search_s": statistics.median(searches),
     }
@@ -94,6 +102,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    native = _native.available()  # builds the kernels now, outside the timed steps
+    load_before = os.getloadavg()[0]
+    print(f"native kernels: {native}; load average {load_before:.2f}")
     results = []
     for name in args.models:
         for cost in args.costs:
@@ -101,12 +112,21 @@ def main() -> None:
             results.append(r)
             print(
                 f"{name:8s} {cost:7s} search/float = {r['median_ratio']:.2f}x "
+                f"[{r['ratio_p25']:.2f}, {r['ratio_p75']:.2f}] "
                 f"(float {1e3 * r['median_float_s']:.1f} ms, "
                 f"search {1e3 * r['median_search_s']:.1f} ms)"
             )
+    load_after = os.getloadavg()[0]
+    print(f"load average {load_after:.2f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"threads": args.threads, "results": results}, indent=2))
+        summary = {
+            "threads": args.threads,
+            "native": native,
+            "load_average": [load_before, load_after],
+            "results": results,
+        }
+        args.out.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

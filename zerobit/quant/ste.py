@@ -2,11 +2,15 @@
 # Fused straight-through autograd functions for the search: one Function per call, whatever |P|.
 """Straight-through estimators for the mixed-precision search.
 
-Each mixture over candidate bit-widths is one :class:`torch.autograd.Function`: the forward pass
-loops over the few candidates with in-place passes on reused buffers, slice by slice so that the
-data stays in cache; the backward pass recomputes what it needs from the saved input instead of
-keeping one quantized copy per candidate, so a mixture saves one tensor (like ``relu``) and
-builds no per-candidate graph.
+Each mixture over candidate bit-widths is one :class:`torch.autograd.Function`: the backward
+pass recomputes what it needs from the saved input instead of keeping one quantized copy per
+candidate, so a mixture saves one tensor (like ``relu``) and builds no per-candidate graph. On
+the CPU the activation mixture runs fused C++ kernels, one pass over the tensor per direction
+(:mod:`zerobit.quant._native`, compiled at first use); elsewhere, or when they cannot be built or
+``ZEROBIT_NATIVE=0``, it loops over the few candidates with in-place passes on reused buffers,
+slice by slice so that the data stays in cache. Both paths give the same forward values bit for
+bit and the same ``dL/dx``; the clip and probability gradients, sums over the tensor, agree to
+the rounding of the summation order.
 
 Gradient rules (zerobit Part A items 6-8, spec §2.3, §7.2 items 3 and 5):
 
@@ -26,6 +30,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
+from zerobit.quant import _native
 from zerobit.quant.primitives import (
     _bias_codes,
     _channel_max_abs,
@@ -35,6 +40,7 @@ from zerobit.quant.primitives import (
     act_range,
     check_act_bits,
     check_weight_bits,
+    weight_levels,
 )
 
 __all__ = [
@@ -82,21 +88,27 @@ def _weight_candidates(weight: Tensor, bits: Sequence[int]) -> list[tuple[Tensor
 class _MixedWeightQuant(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weight: Tensor, probs: Tensor, bits: tuple[int, ...]) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.bits = bits
+        ctx.native = _native.supports_weight(weight, probs)
+        if ctx.native:
+            return _native.weight_forward(weight, probs, [weight_levels(bit) for bit in bits])
         mixed = torch.zeros_like(weight)
         theta = probs.detach()
         for index, grid in enumerate(_weight_candidates(weight, bits)):
             if grid is not None:
                 codes, scale = grid
                 mixed.add_(codes.mul_(_per_channel(theta[index] * scale, weight)))
-        ctx.save_for_backward(weight)
-        ctx.bits = bits
         return mixed
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         (weight,) = ctx.saved_tensors
         grad_probs = None
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] and ctx.native and grad.dtype == weight.dtype:
+            levels = [weight_levels(bit) for bit in ctx.bits]
+            grad_probs = _native.weight_backward(weight, grad, levels)
+        elif ctx.needs_input_grad[1]:
             rows = []
             for grid in _weight_candidates(weight, ctx.bits):
                 if grid is None:
@@ -157,11 +169,18 @@ def _slice_length(x: Tensor) -> int:
 def _act_forward(
     x: Tensor, ranges: list[tuple[int, int]], scales: list[float], weights: list[float]
 ) -> Tensor:
-    """Sum over the candidates with ``weights[q] != 0`` of ``weights[q] * codes_q``, flat."""
-    flat = x.reshape(-1)
+    """Sum over the candidates with ``weights[q] != 0`` of ``weights[q] * codes_q``, like x."""
     active = [q for q, weight in enumerate(weights) if weight != 0.0]
     if not active:
-        return torch.zeros_like(flat)
+        return torch.zeros_like(x)
+    if _native.supports(x):
+        return _native.act_forward(
+            x,
+            [scales[q] for q in active],
+            [ranges[q] for q in active],
+            [weights[q] for q in active],
+        )
+    flat = x.reshape(-1)
     mixed = torch.empty_like(flat)
     length = _slice_length(x)
     buffer = flat.new_empty(min(length, flat.numel())) if len(active) > 1 else None
@@ -173,13 +192,16 @@ def _act_forward(
             torch.div(source, scales[q], out=out).round_().clamp_(low, high).mul_(weights[q])
             if index:
                 target.add_(out)
-    return mixed
+    return mixed.view(x.shape)
 
 
 def _act_backward(
     ctx: Any, x: Tensor, grad: Tensor, need_x: bool, need_clips: bool, need_probs: bool
 ) -> tuple[Tensor | None, Tensor]:
-    """Return dL/dx (flat) and, per candidate, ``(sum g * codes, sum g * d)`` in float64 (Q, 2)."""
+    """Return dL/dx (like x) and, per candidate, ``(sum g * codes, sum g * d)``, float64 (Q, 2)."""
+    if _native.supports(x) and grad.dtype == x.dtype and grad.device == x.device:
+        needs = (need_x, need_clips, need_probs)
+        return _native.act_backward(x, grad, ctx.scales, ctx.ranges, ctx.theta, needs)
     flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
     length = _slice_length(x)
     grad_x = torch.empty_like(flat_x) if need_x else None
@@ -217,7 +239,8 @@ def _act_backward(
                     grad_x_slice.add_(tmp, alpha=theta)
         if first and grad_x_slice is not None:
             grad_x_slice.zero_()
-    return grad_x, partial.sum(dim=0, dtype=torch.float64)
+    sums = partial.sum(dim=0, dtype=torch.float64)
+    return (None if grad_x is None else grad_x.view(x.shape)), sums
 
 
 class _MixedActQuant(torch.autograd.Function):
@@ -228,15 +251,17 @@ class _MixedActQuant(torch.autograd.Function):
         ranges = [act_range(bit, signed) for bit in bits]
         highs = torch.tensor([high for _, high in ranges], dtype=clips.dtype, device=clips.device)
         scales = clips.detach() / highs
-        if not bool((scales > 0).all()):
-            raise ValueError(f"activation clips must be > 0, got {clips.detach().tolist()}")
         # Python floats (exact copies of the tensor values) select the scalar kernels and let
-        # zero-probability candidates be skipped without touching memory.
+        # zero-probability candidates be skipped without touching memory; checking them in
+        # Python saves tensor ops, each costly next to these few numbers (NaN fails too).
         ctx.ranges, ctx.scales, ctx.theta = ranges, scales.tolist(), probs.detach().tolist()
+        if not all(scale > 0 for scale in ctx.scales):
+            raise ValueError(f"activation clips must be > 0, got {clips.detach().tolist()}")
         ctx.clips_dtype, ctx.probs_dtype = clips.dtype, probs.dtype
+        ctx.devices = clips.device, probs.device
         ctx.save_for_backward(x)
         weights = (probs.detach() * scales).tolist()
-        return _act_forward(x, ranges, ctx.scales, weights).view(x.shape)
+        return _act_forward(x, ranges, ctx.scales, weights)
 
     @staticmethod
     def backward(
@@ -245,19 +270,19 @@ class _MixedActQuant(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         need_x, need_clips, need_probs = ctx.needs_input_grad[:3]
         grad_x, sums = _act_backward(ctx, x, grad, need_x, need_clips, need_probs)
+        # float64 products in Python, rounded once to the parameters' dtypes by torch.tensor.
+        rows = sums.tolist()
         grad_clips = grad_probs = None
         if need_clips:
-            factor = [theta / high for theta, (_, high) in zip(ctx.theta, ctx.ranges)]
-            grad_clips = (sums[:, 1] * sums.new_tensor(factor)).to(ctx.clips_dtype)
+            clip_values = [
+                d_sum * (theta / high)
+                for (_, d_sum), theta, (_, high) in zip(rows, ctx.theta, ctx.ranges)
+            ]
+            grad_clips = torch.tensor(clip_values, dtype=ctx.clips_dtype, device=ctx.devices[0])
         if need_probs:
-            grad_probs = (sums[:, 0] * sums.new_tensor(ctx.scales)).to(ctx.probs_dtype)
-        return (
-            (None if grad_x is None else grad_x.view(x.shape)),
-            grad_clips,
-            grad_probs,
-            None,
-            None,
-        )
+            probs_values = [codes_sum * scale for (codes_sum, _), scale in zip(rows, ctx.scales)]
+            grad_probs = torch.tensor(probs_values, dtype=ctx.probs_dtype, device=ctx.devices[1])
+        return grad_x, grad_clips, grad_probs, None, None
 
 
 def _check_act_args(x: Tensor, clips: Tensor, probs: Tensor, bits: tuple[int, ...]) -> None:
