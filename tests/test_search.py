@@ -97,7 +97,8 @@ def test_batchnorm_is_folded_and_conversion_preserves_the_float_function() -> No
     # 8-bit weights and activations calibrated on x: the search model is close to the float one.
     ref = model(x)
     out = smodel.eval()(x)
-    assert torch.allclose(out.detach(), ref.detach(), atol=0.05 * float(ref.abs().max()))
+    ref, out = ref.detach(), out.detach()
+    assert torch.allclose(out, ref, atol=0.05 * float(ref.abs().max()))
 
 
 def test_sample_is_shared_by_the_forward_and_the_cost_with_gumbel_noise() -> None:
