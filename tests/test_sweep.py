@@ -11,6 +11,16 @@ from zerobit.train.loop import PhaseConfig
 from zerobit.train.run import RunConfig
 from zerobit.train.sweep import budget_ladder, sweep
 
+TINY = RunConfig(
+    dataset="digits",
+    subset=128,
+    model="resnet8",
+    act_bits=(8,),
+    warmup=PhaseConfig(1, batch_size=64),
+    search=PhaseConfig(1, batch_size=64),
+    finetune=PhaseConfig(0, batch_size=64),
+)
+
 
 def test_budget_ladder_is_geometric_between_its_ends() -> None:
     ladder = budget_ladder(1000.0, 10.0, 4)
@@ -23,15 +33,7 @@ def test_budget_ladder_is_geometric_between_its_ends() -> None:
 
 
 def test_sweep_shares_one_warm_up_and_spans_the_front(tmp_path: Path) -> None:
-    base = RunConfig(
-        dataset="digits",
-        subset=128,
-        model="resnet8",
-        act_bits=(8,),
-        warmup=PhaseConfig(1, batch_size=64),
-        search=PhaseConfig(1, batch_size=64),
-        finetune=PhaseConfig(0, batch_size=64),
-    )
+    base = TINY
     summary = sweep(base, tmp_path, points=2)
     results = summary["results"]
     sizes = [r["costs"]["size_bits"] for r in results]
@@ -56,15 +58,7 @@ def test_sweep_shares_one_warm_up_and_spans_the_front(tmp_path: Path) -> None:
 def test_baselines_run_through_the_same_pipeline(tmp_path: Path) -> None:
     from zerobit.train.baselines import baseline, method_config
 
-    base = RunConfig(
-        dataset="digits",
-        subset=128,
-        model="resnet8",
-        act_bits=(8,),
-        warmup=PhaseConfig(1, batch_size=64),
-        search=PhaseConfig(1, batch_size=64),
-        finetune=PhaseConfig(0, batch_size=64),
-    )
+    base = TINY
     summary = baseline(base, tmp_path, ("w8a8", "w2a8", "pruning", "layerwise"), points=1)
     by_method = {r["method"]: r for r in summary["results"]}
     assert set(by_method) == {"w8a8", "w2a8", "pruning", "layerwise"}
@@ -87,15 +81,7 @@ def test_baselines_run_through_the_same_pipeline(tmp_path: Path) -> None:
 def test_sequential_flow_keeps_stage_one_pruning_and_reports_both_stages(tmp_path: Path) -> None:
     from zerobit.train.baselines import sequential
 
-    base = RunConfig(
-        dataset="digits",
-        subset=128,
-        model="resnet8",
-        act_bits=(8,),
-        warmup=PhaseConfig(1, batch_size=64),
-        search=PhaseConfig(1, batch_size=64),
-        finetune=PhaseConfig(0, batch_size=64),
-    )
+    base = TINY
     (final,) = sequential(base, tmp_path, points=1)
     stage1 = json.loads((tmp_path / "sequential-budget-0" / "stage1" / "result.json").read_text())
     assert final["method"] == "sequential" and stage1["method"] == "pruning"
