@@ -2,11 +2,32 @@
 # Hardware-agnostic cost models: weight bits (size), MACs and BitOps.
 from __future__ import annotations
 
+import torch
+
+from zerobit.cost.batch import LayerBatch
 from zerobit.cost.registry import register_cost
 from zerobit.cost.spec import LayerSpec, Number, mixed_precision_sum, zero_like
 
 
-@register_cost("size")
+def size_batched(batch: LayerBatch) -> torch.Tensor:
+    """Batched :func:`size`: Σ_layers Σ_p p · N_p · fan_in · prod(kernel_size)."""
+    bits_per_channel = batch.channels @ batch.weight_bits_tensor
+    return (bits_per_channel * batch.fan_in * batch.kernel_volume).sum()
+
+
+def macs_batched(batch: LayerBatch) -> torch.Tensor:
+    """Batched :func:`macs`: Σ_layers kept channels · MACs per output channel."""
+    return (batch.kept_channels * batch.macs_per_output_channel).sum()
+
+
+def bitops_batched(batch: LayerBatch) -> torch.Tensor:
+    """Batched :func:`bitops`: Σ_layers (Σ_a θ_a·a) · (Σ_p p·N_p) · MACs per output channel."""
+    act = batch.input_probs @ batch.input_bits_tensor
+    weight = batch.channels @ batch.weight_bits_tensor
+    return (act * weight * batch.macs_per_output_channel).sum()
+
+
+@register_cost("size", batched=size_batched)
 def size(spec: LayerSpec) -> Number:
     """Return the expected number of weight bits, Σ_p p · N_p · fan_in · prod(kernel_size).
 
@@ -28,7 +49,7 @@ def size(spec: LayerSpec) -> Number:
     return total * weights_per_channel
 
 
-@register_cost("macs")
+@register_cost("macs", batched=macs_batched)
 def macs(spec: LayerSpec) -> Number:
     """Return the expected multiply-accumulates, Σ_{p>0} N_p · MACs per output channel.
 
@@ -43,7 +64,7 @@ def macs(spec: LayerSpec) -> Number:
     return spec.kept_channels * spec.macs_per_output_channel
 
 
-@register_cost("bitops")
+@register_cost("bitops", batched=bitops_batched)
 def bitops(spec: LayerSpec) -> Number:
     """Return the expected EdMIPS bit operations, Σ_a θ_a·a · Σ_{p>0} p·N_p · MACs per channel.
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import torch
+
+from zerobit.cost.batch import LayerBatch
 from zerobit.cost.registry import register_cost
 from zerobit.cost.spec import LayerSpec, Number, mixed_precision_sum
 
@@ -37,7 +40,13 @@ def mpic_supported_bits() -> tuple[tuple[int, ...], tuple[int, ...]]:
     return _ACT_BITS, _WEIGHT_BITS
 
 
-@register_cost("mpic")
+def mpic_batched(batch: LayerBatch) -> torch.Tensor:
+    """Batched :func:`mpic`: cycles of every layer, as one 0-dim tensor."""
+    cycles_per_mac = {pair: 1.0 / throughput for pair, throughput in MPIC_THROUGHPUT.items()}
+    return batch.per_mac_sum(cycles_per_mac)
+
+
+@register_cost("mpic", batched=mpic_batched)
 def mpic(spec: LayerSpec) -> Number:
     """Return the expected MPIC cycles, Σ_a θ_a · Σ_{p>0} N_p · MACs per output channel / T[a][p].
 

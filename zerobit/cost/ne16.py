@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 
+from zerobit.cost.batch import LayerBatch
 from zerobit.cost.registry import register_cost
 from zerobit.cost.spec import LayerSpec, Number, zero_like
 
@@ -106,7 +107,7 @@ def _if_nonzero(condition: Number, value: Number) -> Number:
     return value if condition != 0 else 0
 
 
-def _iteration(out_channels: Number, mode: Mode, bits: int, input_blocks: Number) -> Number:
+def _iteration(out_channels: Number, mode: Mode, bits: Number, input_blocks: Number) -> Number:
     """Cycles of one spatial tile for one block of ``out_channels`` output channels."""
     norm_quant = 9 + ceil_div(out_channels * (NORMQUANT_SCALE_BITS // 8), MULTIPLIERS)
     if mode == "depthwise":
@@ -220,7 +221,84 @@ def ne16_latency(
     return total
 
 
-@register_cost("ne16")
+def _check_layer(
+    where: str,
+    kind: str,
+    groups: int,
+    kernel_size: tuple[int, ...],
+    weight_bits: tuple[int, ...],
+    input_bits: tuple[int, ...],
+) -> None:
+    if tuple(input_bits) != (ACTIVATION_BITS,):
+        raise ValueError(
+            f"{where}: the NE16 model needs 8-bit input activations (input_bits=(8,)), "
+            f"got input_bits={input_bits}"
+        )
+    if max(weight_bits) > MAX_WEIGHT_BITS:
+        raise ValueError(
+            f"{where}: NE16 weights have at most {MAX_WEIGHT_BITS} bits, got {weight_bits}"
+        )
+    if groups != 1:
+        raise ValueError(f"{where}: the NE16 model has no grouped convs (groups={groups})")
+    if len(kernel_size) > 2:
+        raise ValueError(f"{where}: the NE16 model has no 3-d convs")
+
+
+def _as_2d(dims: tuple[int, ...]) -> tuple[int, int]:
+    # Pad 1-d and linear layers to 2-d: (k,) -> (1, k), () -> (1, 1).
+    padded = (1, 1, *dims)[-2:]
+    return padded[0], padded[1]
+
+
+def ne16_batched(batch: LayerBatch) -> torch.Tensor:
+    """Batched :func:`ne16`: every (layer, non-zero bit-width) sub-layer priced at once.
+
+    The same formulas as :func:`ne16_mode_latency`, evaluated elementwise on an
+    (L, bit-widths) grid; each layer's passes in 3×3, 1×1 and depthwise mode weight the three
+    mode latencies.
+    """
+    coefficients: dict[Mode, list[float]] = {"3x3": [], "1x1": [], "depthwise": []}
+    tiles = []
+    for where, kind, groups, kernel, output, w_bits, a_bits in zip(
+        batch.names,
+        batch.kinds,
+        batch.groups,
+        batch.kernel_sizes,
+        batch.output_sizes,
+        batch.layer_weight_bits,
+        batch.layer_input_bits,
+    ):
+        _check_layer(f"layer {where!r}", kind, groups, kernel, w_bits, a_bits)
+        passes_3x3, passes_1x1 = ne16_kernel_passes(_as_2d(kernel))
+        depthwise = kind == "depthwise"
+        coefficients["3x3"].append(0.0 if depthwise else passes_3x3)
+        coefficients["1x1"].append(0.0 if depthwise else passes_1x1)
+        coefficients["depthwise"].append(passes_3x3 + passes_1x1 if depthwise else 0.0)
+        out_h, out_w = _as_2d(output)
+        tiles.append(
+            _exact_ceil_div(out_h, OUTPUT_BUFFER[0]) * _exact_ceil_div(out_w, OUTPUT_BUFFER[1])
+        )
+    nonzero = [i for i, bits in enumerate(batch.weight_bits) if bits > 0]
+    like = batch.channels
+    channels = like[:, nonzero]  # (L, B')
+    bits = torch.tensor([batch.weight_bits[i] for i in nonzero], dtype=like.dtype)
+    input_blocks = torch.as_tensor(ceil_div(batch.in_channels, INPUT_BUFFER[2])).unsqueeze(1)
+    total = torch.zeros_like(channels)
+    for mode, values in coefficients.items():
+        if not any(values):
+            continue
+        block = INPUT_BUFFER[2] if mode == "depthwise" else OUTPUT_BUFFER[2]
+        full_blocks = floor_div(channels, block)
+        remainder = mod(channels, block)
+        body = full_blocks * _iteration(block, mode, bits, input_blocks)
+        tail = _if_nonzero(remainder, _iteration(remainder, mode, bits, input_blocks))
+        weight = torch.tensor(values, dtype=like.dtype).unsqueeze(1)
+        total = total + weight * (body + tail)
+    per_layer_tiles = torch.tensor(tiles, dtype=like.dtype).unsqueeze(1)
+    return (total * per_layer_tiles).sum()
+
+
+@register_cost("ne16", batched=ne16_batched)
 def ne16(spec: LayerSpec) -> Number:
     """Return the expected NE16 cycles, Σ_{p>0} NE16(H_o, W_o, K_o=N_p, K_i=Ĉ_in, k, b=p).
 
@@ -239,23 +317,15 @@ def ne16(spec: LayerSpec) -> Number:
         ValueError: For input activations other than 8 bits, weights above 8 bits, a grouped
             (non-depthwise) conv or a 3-d conv.
     """
-    where = f"layer {spec.name!r}"
-    if tuple(spec.input_bits) != (ACTIVATION_BITS,):
-        raise ValueError(
-            f"{where}: the NE16 model needs 8-bit input activations (input_bits=(8,)), "
-            f"got input_bits={spec.input_bits}"
-        )
-    if max(spec.weight_bits) > MAX_WEIGHT_BITS:
-        raise ValueError(
-            f"{where}: NE16 weights have at most {MAX_WEIGHT_BITS} bits, got {spec.weight_bits}"
-        )
-    if spec.groups != 1:
-        raise ValueError(f"{where}: the NE16 model has no grouped convs (groups={spec.groups})")
-    if len(spec.kernel_size) > 2:
-        raise ValueError(f"{where}: the NE16 model has no 3-d convs")
-    # Pad 1-d and linear layers to 2-d: (k,) -> (1, k), () -> (1, 1).
-    kernel = (1, 1, *spec.kernel_size)[-2:]
-    output = (1, 1, *spec.output_size)[-2:]
+    _check_layer(
+        f"layer {spec.name!r}",
+        spec.kind,
+        spec.groups,
+        spec.kernel_size,
+        spec.weight_bits,
+        spec.input_bits,
+    )
+    kernel, output = _as_2d(spec.kernel_size), _as_2d(spec.output_size)
     total = zero_like(spec)
     for bits, count in zip(spec.weight_bits, spec.channels):
         if bits > 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from zerobit.cost.spec import LayerSpec, Number
 
@@ -15,11 +15,17 @@ _CostT = TypeVar("_CostT", bound=CostFunction)
 _REGISTRY: dict[str, CostFunction] = {}
 
 
-def register_cost(name: str) -> Callable[[_CostT], _CostT]:
+def register_cost(
+    name: str, batched: Callable[[Any], Any] | None = None
+) -> Callable[[_CostT], _CostT]:
     """Register a cost function under ``name``.
 
     Args:
         name: The name users pass wherever a cost is accepted, e.g. ``"size"``.
+        batched: Optional twin that prices a whole :class:`~zerobit.cost.batch.LayerBatch` at
+            once (the sum over its layers, as a 0-dim tensor); the search uses it to avoid one
+            small graph per layer. It is attached to the function as ``function.batched`` and
+            must agree with summing ``function`` over the layers.
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -33,6 +39,8 @@ def register_cost(name: str) -> Callable[[_CostT], _CostT]:
     def decorator(function: _CostT) -> _CostT:
         if name in _REGISTRY:
             raise ValueError(f"cost {name!r} is already registered")
+        if batched is not None:
+            setattr(function, "batched", batched)  # noqa: B010 (attribute on a function)
         _REGISTRY[name] = function
         return function
 

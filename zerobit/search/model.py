@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from zerobit.config import Sampling, SearchSpace
 from zerobit.cost import LayerSpec, mpic_supported_bits, resolve_cost
+from zerobit.cost.batch import LayerBatch, batched_cost
 from zerobit.graph.analysis import GraphAnalysis, analyze
 from zerobit.graph.trace import ensure_bias_, fold_batchnorm_, trace
 from zerobit.search.frozen import FrozenLayer, FrozenModel
@@ -25,7 +26,7 @@ from zerobit.search.modules import (
     SearchableLayer,
 )
 from zerobit.search.sampling import discretize, gumbel_noise, one_hot, sample_probs
-from zerobit.search.specs import build_layer_specs
+from zerobit.search.specs import LayerBatchBuilder, build_layer_specs
 
 CostArg = str | Callable[[LayerSpec], Any] | Mapping[Any, float] | Sequence[Any]
 REFERENCE_BITS = 8
@@ -248,6 +249,7 @@ class SearchModel(nn.Module):
         self._noise: dict[str, torch.Tensor] = {}
         self.graph_module = gm
         self._build(clips)
+        self._batch_builder = LayerBatchBuilder(analysis, group_bits, act_bits)
         for term in self._terms:
             term.reference = float(self._reference_cost(term))
 
@@ -378,21 +380,33 @@ class SearchModel(nn.Module):
         return self.graph_module(*inputs)
 
     # ---------------------------------------------------------------------------------- costs
+    def _step_probs(self, train: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per group: expected channels at each candidate (P,); per act group: probs (Q,).
+
+        In training: the probabilities of this step's sample (the forward's Gumbel noise),
+        recomputed from the logits so that every call has its own autograd graph; in eval: the
+        discrete architecture.
+        """
+        channels = [
+            self._probs(s.logits, s.bits, f"w{i}", train).sum(dim=1)
+            for i, s in enumerate(self.selectors)
+        ]
+        act = [self._probs(q.logits, q.bits, f"a{i}", train) for i, q in enumerate(self.quantizers)]
+        return channels, act
+
     def layer_specs(
         self, train: bool | None = None, detach_inputs: bool = False
     ) -> list[LayerSpec]:
         """Cost-model specs from the current logits (soft in training, discrete in eval)."""
         train = self.training if train is None else train
-        channels = []
-        for i, s in enumerate(self.selectors):
-            probs = self._probs(s.logits, s.bits, f"w{i}", train)
-            channels.append(tuple(probs.sum(dim=1).unbind()))
-        act_probs = []
-        for i, q in enumerate(self.quantizers):
-            probs = self._probs(q.logits, q.bits, f"a{i}", train)
-            act_probs.append(tuple(probs.unbind()))
+        channels, act_probs = self._step_probs(train)
         return build_layer_specs(
-            self.analysis, self.group_bits, channels, self.act_group_bits, act_probs, detach_inputs
+            self.analysis,
+            self.group_bits,
+            [tuple(c.unbind()) for c in channels],
+            self.act_group_bits,
+            [tuple(p.unbind()) for p in act_probs],
+            detach_inputs,
         )
 
     def _reference_cost(self, term: _CostTerm) -> Any:
@@ -415,10 +429,20 @@ class SearchModel(nn.Module):
             raw: Units of the cost model; False divides by the all-8-bit model's cost.
         """
         out: dict[str, torch.Tensor] = {}
+        channels, act_probs = self._step_probs(self.training)
+        batches: dict[bool, LayerBatch] = {}
         for term in self._terms:
-            specs = self.layer_specs(detach_inputs=term.detach_inputs)
-            value = sum(term.function(spec) for spec in specs)
-            out[term.name] = value if raw else value / term.reference  # type: ignore[assignment]
+            batched = batched_cost(term.function)
+            if batched is not None:
+                if term.detach_inputs not in batches:
+                    batches[term.detach_inputs] = self._batch_builder.build(
+                        channels, act_probs, term.detach_inputs
+                    )
+                value: Any = batched(batches[term.detach_inputs])
+            else:
+                specs = self.layer_specs(detach_inputs=term.detach_inputs)
+                value = sum(term.function(spec) for spec in specs)
+            out[term.name] = value if raw else value / term.reference
         return out
 
     def cost(self, raw: bool = False) -> torch.Tensor:
