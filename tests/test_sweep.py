@@ -82,9 +82,11 @@ def test_sequential_flow_keeps_stage_one_pruning_and_reports_both_stages(tmp_pat
     from zerobit.train.baselines import sequential
 
     base = TINY
-    (final,) = sequential(base, tmp_path, points=1)
+    (final,) = sequential(base, tmp_path, budgets=[30_000.0])  # bits; all-8-bit: ~617k
     stage1 = json.loads((tmp_path / "sequential-budget-0" / "stage1" / "result.json").read_text())
     assert final["method"] == "sequential" and stage1["method"] == "pruning"
+    assert final["budget"]["value"] == pytest.approx(30_000, abs=8)  # target in whole bytes
+    assert stage1["budget"]["value"] == pytest.approx(60_000, abs=8)
     for name, entry in stage1["architecture"].items():
         if "weight_bits" not in entry:
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,11 @@ def _stage_one_seed(stage_one: Path) -> Callable[[SearchModel], None]:
 
 
 def sequential(
-    base: RunConfig, out: str | Path, points: int = 3, resume: bool = False
+    base: RunConfig,
+    out: str | Path,
+    points: int = 3,
+    resume: bool = False,
+    budgets: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
     """Pruning, then channel-wise mixed precision on the kept channels (the PIT + MixPrec flow).
 
@@ -149,6 +153,9 @@ def sequential(
     channels fixed, searches the non-zero bit-widths to the point's budget, and fine-tunes. Both
     stages use the base configuration's epochs, so the flow trains twice as long as the joint
     search; its result.json reports the wall-clock of both stages.
+
+    ``budgets`` (in the unit of ``base.cost``, bits for size) replaces the automatic ladder of
+    ``points`` budgets.
     """
     from zerobit.train.sweep import _ladder_points, _target_text
 
@@ -159,7 +166,14 @@ def sequential(
     shared = out / "warmup" / "checkpoints" / "warmup.pt"
     joint_space = method_config(base, "joint")
     results = []
-    for name, point in _ladder_points(warm, joint_space, points, "sequential-"):
+    if budgets is None:
+        ladder = _ladder_points(warm, joint_space, points, "sequential-")
+    else:
+        ladder = [
+            (f"sequential-budget-{i}", replace(joint_space, target=_target_text(base.cost, b)))
+            for i, b in enumerate(budgets)
+        ]
+    for name, point in ladder:
         budget = parse_target(point.target or "")
         stage_configs = [
             (

@@ -1,0 +1,249 @@
+# SPDX-License-Identifier: Apache-2.0
+# Shared by the Pareto benchmarks: run the joint search and every baseline for several seeds
+# through the pipeline, then compare the fronts at iso-accuracy.
+"""Pareto comparison of the joint search against the baselines.
+
+One folder per seed holds one shared float warm-up and every run: the joint search at a ladder
+of size budgets, fixed precision w8a8/w4a8/w2a8, pruning only, layer-wise mixed precision and the
+sequential flow (pruning, then mixed precision). Every phase has the same epochs for every
+method. Each run resumes where it stopped; ``analyze`` reads whatever runs have finished and
+marks the summary partial when some are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from zerobit.report import load_runs, non_dominated, plot_pareto
+from zerobit.report.pareto import interpolate_front
+from zerobit.train.baselines import method_config, sequential
+from zerobit.train.run import Run, RunConfig
+
+FIXED = ("w8a8", "w4a8", "w2a8")
+COST = "size_bytes"
+METRIC = "val_accuracy"
+#: Size budgets of each searched method, as fractions of the all-8-bit model's weight bits:
+#: each method's ladder spans the part of its reachable range where accuracy is still useful
+#: (layer-wise mixed precision cannot go below all-2-bit, 25 %; the sequential flow's first
+#: stage prunes to twice its budget).
+BUDGETS = {
+    "joint": (0.5, 0.33, 0.22, 0.15, 0.1),
+    "pruning": (0.6, 0.4, 0.27),
+    "layerwise": (0.7, 0.45, 0.3),
+    "sequential": (0.45, 0.27, 0.15),
+}
+
+
+def expected_runs() -> list[str]:
+    """Names of the run folders one seed produces."""
+    names = list(FIXED)
+    for method, fractions in BUDGETS.items():
+        names += [f"{method}-budget-{i}" for i in range(len(fractions))]
+    return names
+
+
+def _run(config: RunConfig, run_dir: Path, shared_warmup: Path) -> None:
+    if (run_dir / "result.json").exists():
+        return
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "checkpoints" / "warmup.pt").exists():
+        shutil.copyfile(shared_warmup, run_dir / "checkpoints" / "warmup.pt")
+    print(f"{run_dir.name}: target {config.target}", flush=True)
+    Run(config, run_dir).run(resume=True)
+
+
+def run_seed(base: RunConfig, out: Path) -> None:
+    """Run every method for one seed into ``out`` (resuming finished and interrupted runs)."""
+    warm = Run(base, out / "warmup")
+    warm.prepare(resume=True)
+    smodel = warm._convert(warm.warm_up())
+    reference = smodel.cost_references["size"]  # bits of the all-8-bit model
+    shared = out / "warmup" / "checkpoints" / "warmup.pt"
+    for method in FIXED:
+        _run(method_config(base, method), out / method, shared)
+    for method, fractions in BUDGETS.items():
+        if method == "sequential":
+            continue
+        config = method_config(base, method)
+        for i, fraction in enumerate(fractions):
+            target = f"size={fraction * reference / 8:.0f}B"
+            _run(replace(config, target=target), out / f"{method}-budget-{i}", shared)
+    budgets = [fraction * reference for fraction in BUDGETS["sequential"]]
+    sequential(base, out, resume=True, budgets=budgets)
+
+
+def _front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    return [points[i] for i in non_dominated(points)] if points else []
+
+
+def _reduction(joint: Sequence[tuple[float, float]], cost: float, accuracy: float) -> float | None:
+    """1 - joint cost / ``cost`` at ``accuracy`` (None if the joint front never reaches it)."""
+    joint_cost = interpolate_front(joint, accuracy)
+    return None if joint_cost is None else 1.0 - joint_cost / cost
+
+
+def _seed_summary(seed_dir: Path) -> dict[str, Any]:
+    runs = load_runs(sorted(p.parent for p in seed_dir.glob("*/result.json")))
+    points: dict[str, list[tuple[float, float]]] = {}
+    timings: dict[str, list[float]] = {}
+    for run in runs:
+        if run.name == "warmup" or run.path.name == "stage1":
+            continue
+        points.setdefault(run.method, []).append((run.costs[COST], run.metric(METRIC)))
+        train_s = run.timings.get("total_train_s") or (
+            run.timings.get("search_s", 0.0) + run.timings.get("finetune_s", 0.0)
+        )
+        timings.setdefault(run.method, []).append(train_s)
+    joint = _front(points.get("joint", []))
+    baseline_points = [p for m, ps in points.items() if m != "joint" for p in ps]
+    best = _front(baseline_points)
+    summary: dict[str, Any] = {
+        "points": {m: sorted(ps) for m, ps in points.items()},
+        "joint_front": joint,
+        "baseline_front": best,
+        "mean_train_s": {m: statistics.mean(ts) for m, ts in timings.items()},
+    }
+    if not joint:
+        return summary
+    for name in ("w8a8", "w2a8"):
+        if name in points:
+            cost, accuracy = points[name][0]
+            summary[f"reduction_vs_{name}"] = _reduction(joint, cost, accuracy)
+    # Against the best baseline front: at the accuracy of each of its points that the joint
+    # front reaches.
+    reductions = [r for c, a in best if (r := _reduction(joint, c, a)) is not None]
+    summary["reduction_vs_best_baseline"] = {
+        "mean": statistics.mean(reductions) if reductions else None,
+        "max": max(reductions) if reductions else None,
+        "points_compared": len(reductions),
+    }
+    # A joint front point is dominated if some baseline point is no costlier and no less
+    # accurate, and strictly better in one.
+    dominated = [
+        j
+        for j in joint
+        if any(b[0] <= j[0] and b[1] >= j[1] and (b[0] < j[0] or b[1] > j[1]) for b in best)
+    ]
+    summary["joint_points_dominated_by_a_baseline"] = dominated
+    everything = [(c, a, m) for m, ps in points.items() for c, a in ps]
+    summary["non_dominated"] = [
+        {"method": everything[i][2], "size_bytes": everything[i][0], METRIC: everything[i][1]}
+        for i in non_dominated([(c, a) for c, a, _ in everything])
+    ]
+    return summary
+
+
+def _mean_spread(values: Sequence[float | None]) -> dict[str, Any]:
+    present = [v for v in values if v is not None]
+    return {
+        "mean": statistics.mean(present) if present else None,
+        "std": statistics.stdev(present) if len(present) > 1 else None,
+        "values": list(values),
+    }
+
+
+def analyze(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
+    """Summarize every finished run; write ``summary.json`` and ``pareto.png`` into ``out``."""
+    per_seed = {}
+    missing = []
+    for seed in seeds:
+        seed_dir = out / f"seed-{seed}"
+        for name in expected_runs():
+            if not (seed_dir / name / "result.json").exists():
+                missing.append(f"seed-{seed}/{name}")
+        if any(seed_dir.glob("*/result.json")):
+            per_seed[seed] = _seed_summary(seed_dir)
+    summary: dict[str, Any] = {
+        "partial": bool(missing),
+        "missing_runs": missing,
+        "cost": COST,
+        "metric": METRIC,
+        "seeds": per_seed,
+    }
+    for key in ("reduction_vs_w8a8", "reduction_vs_w2a8"):
+        summary[key] = _mean_spread([s.get(key) for s in per_seed.values()])
+    summary["reduction_vs_best_baseline"] = _mean_spread(
+        [s.get("reduction_vs_best_baseline", {}).get("mean") for s in per_seed.values()]
+    )
+    summary["joint_dominated_by_no_baseline"] = all(
+        not s.get("joint_points_dominated_by_a_baseline", [None]) for s in per_seed.values()
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if per_seed:
+        first = out / f"seed-{min(per_seed)}"
+        runs = [
+            r
+            for r in load_runs(sorted(p.parent for p in first.glob("*/result.json")))
+            if r.path.name not in ("warmup", "stage1")
+        ]
+        plot_pareto(runs, out / "pareto.png", cost=COST, metric=METRIC, log_x=True)
+    return summary
+
+
+def main(
+    base: RunConfig, out: Path, seeds: Sequence[int], analyze_only: bool = False
+) -> dict[str, Any]:
+    """Run (or resume) every seed, then analyze; prints the headline numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "protocol.json").write_text(
+        json.dumps(
+            {
+                "base": asdict(base),
+                "seeds": list(seeds),
+                "budgets_fraction_of_w8": BUDGETS,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    if not analyze_only:
+        for seed in seeds:
+            start = time.perf_counter()
+            run_seed(replace(base, seed=seed), out / f"seed-{seed}")
+            print(f"seed {seed}: {time.perf_counter() - start:.0f} s")
+            analyze(out, seeds)  # partial results after each seed
+    summary = analyze(out, seeds)
+    for key in ("reduction_vs_w8a8", "reduction_vs_w2a8", "reduction_vs_best_baseline"):
+        print(f"{key}: {summary[key]['mean']} (std {summary[key]['std']})")
+    print(f"joint front dominated by no baseline: {summary['joint_dominated_by_no_baseline']}")
+    print(f"partial: {summary['partial']}")
+    return summary
+
+
+def cli(doc: str, dataset: str, model: str, subset: int | None, epochs: str, out: str) -> None:
+    """Command line of a Pareto benchmark script (its docstring is ``doc``)."""
+    import argparse
+
+    import torch
+
+    from zerobit.train.loop import PhaseConfig
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[1])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--subset", type=int, default=subset, help="training samples (0: all)")
+    parser.add_argument("--epochs", default=epochs, help="warm-up, search, fine-tune epochs")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--analyze-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path(out))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warmup, search, finetune = (int(e) for e in args.epochs.split(","))
+    base = RunConfig(
+        dataset=dataset,
+        model=model,
+        subset=args.subset or None,
+        act_bits=(8,),
+        cost="size",
+        warmup=PhaseConfig(warmup),
+        search=PhaseConfig(search),
+        finetune=PhaseConfig(finetune),
+    )
+    seeds = [int(s) for s in args.seeds.split(",")]
+    main(base, args.out, seeds, args.analyze_only)
