@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import zerobit as zb
+from zerobit.export.c import export_c
 from zerobit.models import ResNet8
 from zerobit.train.budget import discrete_cost, fit_budget_, minimum_cost, parse_target
 from zerobit.train.loop import PhaseConfig
@@ -23,6 +24,10 @@ from zerobit.train.run import Run, RunConfig
         ("size=1.5MB", "size", 1_500_000 * 8),
         ("mpic=2e6", "mpic", 2e6),
         ("ne16=150000", "ne16", 150_000),
+        ("flash=32kB", "flash", 32_000),
+        ("flash=32KiB", "flash", 32 * 1024),
+        ("ram=4096", "ram", 4096),
+        ("ram=8 kB", "ram", 8000),
     ],
 )
 def test_targets_parse_to_the_cost_models_units(text: str, cost: str, value: float) -> None:
@@ -39,6 +44,9 @@ def test_targets_parse_to_the_cost_models_units(text: str, cost: str, value: flo
         ("size=20b", "write B"),
         ("mpic=2M", "plain number"),
         ("size=0", "positive"),
+        ("ram=8kb!", "must look like"),
+        ("flash=2b", "write B"),
+        ("ram=2GB", "unit"),
     ],
 )
 def test_bad_targets_are_explained(text: str, message: str) -> None:
@@ -69,7 +77,7 @@ def test_minimum_cost_is_one_channel_per_group_at_the_lowest_bits() -> None:
             entry["act_bits"] = 2
     smodel.load_architecture_(arch)
     frozen = smodel.eval().freeze()
-    for cost in ("size", "macs", "mpic"):
+    for cost in ("size", "macs", "mpic", "flash", "ram"):
         assert minimum_cost(smodel, cost) == pytest.approx(zb.cost.evaluate(frozen, cost))
 
 
@@ -90,6 +98,47 @@ def test_greedy_fit_meets_the_budget_with_lower_bits_only() -> None:
             assert all(
                 a <= b for a, b in zip(after[name]["weight_bits"], before[name]["weight_bits"])
             )
+
+
+def test_greedy_fit_meets_a_ram_budget_by_pruning_only(tmp_path: Path) -> None:
+    smodel = _smodel()
+    with torch.no_grad():
+        for p in smodel.arch_parameters():
+            p.add_(torch.randn_like(p))
+    before = smodel.architecture()
+    target = parse_target(f"ram={0.7 * discrete_cost(smodel, 'ram'):.0f}B")
+    assert fit_budget_(smodel, target) > 0
+    frozen = smodel.eval().freeze()
+    ram = export_c(frozen, tmp_path).arena_bytes
+    assert ram == discrete_cost(smodel, "ram") <= target.value
+    after = smodel.architecture()
+    for name in before:  # activations take a byte per code whatever their bits: only pruning
+        assert after[name]["act_bits"] == before[name]["act_bits"]
+        if "weight_bits" in before[name]:
+            pairs = zip(after[name]["weight_bits"], before[name]["weight_bits"])
+            assert all(a in (b, 0) for a, b in pairs)
+
+
+def test_run_meets_a_flash_budget(tmp_path: Path) -> None:
+    config = RunConfig(
+        dataset="digits",
+        subset=128,
+        model="mlp",
+        act_bits=(8,),
+        cost="flash",
+        strength=3.0,
+        target="flash=24kB",
+        warmup=PhaseConfig(1, batch_size=64),
+        search=PhaseConfig(2, batch_size=64),
+        finetune=PhaseConfig(0, batch_size=64),
+    )
+    run = Run(config, tmp_path / "run")
+    result = run.run()
+    written = zb.export(run.load_frozen(), None, "packed", tmp_path / "export")
+    assert result["budget"]["met"] and result["budget"]["cost_final"] <= 24_000
+    assert result["costs"]["flash_bytes"] == result["budget"]["cost_final"]
+    assert written.stat().st_size == result["costs"]["flash_bytes"]
+    assert result["costs_all_8bit"]["flash_bytes"] > 24_000
 
 
 def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,5 +110,21 @@ def test_export_and_eval_of_a_finished_run(
     for artifact in (tmp_path / "torch" / "model.pt", tmp_path / "packed" / "model.zbp"):
         assert torch.equal(load_artifact(artifact)(x), frozen(x))
     assert main(["eval", str(tmp_path / "packed" / "model.zbp"), "--dataset", "digits"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"test accuracy {result['test_accuracy']:.4f}" in line
+    # C: built with the host compiler (skipped without one), sized for a Cortex-M4
+    from zerobit.export.c import arm_size_report, find_compiler
+
+    if find_compiler() is None:
+        return
+    assert main(["export", str(run), "--format", "c", "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert f"flash {result['costs']['flash_bytes']} B" in out
+    assert f"activation RAM {result['costs']['ram_bytes']} B" in out
+    if shutil.which("arm-none-eabi-gcc") is not None:
+        text = sum(o.text for o in arm_size_report(tmp_path / "c"))
+        assert "Cortex-M4 (arm-none-eabi-gcc -std=c99 -mcpu=cortex-m4" in out
+        assert f"text {text} B" in out
+    assert main(["eval", str(tmp_path / "c" / "model.c"), "--dataset", "digits"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"test accuracy {result['test_accuracy']:.4f}" in line

@@ -2,6 +2,7 @@
 # C export: the generated C99 model, compiled with gcc, is bit-exact with the integer reference.
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -16,8 +17,16 @@ from test_export_ir import SPACE, TwoInputs, TwoOutputs, random_frozen
 from torch import nn
 
 import zerobit as zb
-from zerobit.export import pack_codes, prune, run_reference, to_ir
-from zerobit.export.c import ARM_FLAGS, RUNTIME_FILES, arm_size_report, codegen, export_c
+from zerobit.export import (
+    flash_bytes,
+    format_manifest,
+    pack_codes,
+    prune,
+    read_manifest,
+    run_reference,
+    to_ir,
+)
+from zerobit.export.c import ARM_FLAGS, RUNTIME_FILES, arm_size_report, codegen, export_c, load_c
 from zerobit.quant import integer_avg_pool_divide, quantize_multiplier, requantize
 
 GCC = shutil.which("gcc")
@@ -298,3 +307,43 @@ def test_arena_of_a_chain_is_its_largest_layer_input_plus_output(tmp_path: Path)
         if not op.float_output
     )
     assert export_c(graph, tmp_path).arena_bytes == bound
+
+
+def test_export_builds_checks_and_sizes_the_c_model(tmp_path: Path) -> None:
+    frozen, x = random_frozen("dscnn", 1)
+    path = zb.export(frozen, x, "c", tmp_path / "c")  # checked through a host build
+    logits = zb.load_artifact(path)(x)
+    assert isinstance(logits, torch.Tensor) and same_bits(logits.numpy(), frozen(x).detach())
+    manifest = read_manifest(tmp_path / "c")
+    arena = export_c(frozen, tmp_path / "again").arena_bytes
+    assert manifest["costs"] == {
+        "size_bits": zb.cost.evaluate(frozen, "size"),
+        "flash_bytes": flash_bytes(frozen),
+        "ram_bytes": arena,
+    }
+    assert manifest["c"]["arena_bytes"] == arena
+    if shutil.which("arm-none-eabi-gcc") is None:
+        assert manifest["cortex_m4"] is None
+        return
+    objects = arm_size_report(tmp_path / "c")
+    arm = manifest["cortex_m4"]
+    assert arm["objects"] == [dataclasses.asdict(o) for o in objects]
+    assert arm["text"] == sum(o.text for o in objects) == arm["flash_bytes"]
+    assert arm["ram_bytes"] == arena + manifest["c"]["scratch_bytes"]
+    assert f"text {arm['text']} B, data 0 B, bss 0 B" in format_manifest(manifest)
+
+
+def test_load_c_splits_several_outputs(tmp_path: Path) -> None:
+    space = zb.SearchSpace(weight_bits=(2, 4, 8), act_bits=(2, 4, 8))
+    frozen = zb.convert(TwoOutputs(), torch.rand(2, 1, 5, 5), space).eval().freeze().eval()
+    export_c(frozen, tmp_path)
+    x = torch.rand(3, 1, 5, 5) * 2
+    logits, features = load_c(tmp_path)(x)
+    expected_logits, expected_features = frozen(x)
+    assert torch.equal(logits, expected_logits)
+    assert torch.equal(features, expected_features.flatten(1))
+    with pytest.raises(ValueError, match="input sizes"):
+        load_c(tmp_path / "model.c")(torch.rand(3, 1, 4, 4))
+    (tmp_path / "main.c").unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        load_c(tmp_path)

@@ -71,8 +71,9 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
     space.add_argument(
         "--cost",
         default=defaults.cost,
-        choices=("size", "bitops", "macs", "mpic", "ne16"),
-        help=f"cost model driving the search (default: {defaults.cost})",
+        choices=("size", "bitops", "macs", "mpic", "ne16", "flash", "ram"),
+        help="cost model driving the search; flash: bytes of the packed file, ram: the C "
+        f"runtime's activation arena (default: {defaults.cost})",
     )
     space.add_argument(
         "--strength",
@@ -90,8 +91,8 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         "--target",
         default=None,
         help="budget mode: the strength adapts so the final model meets a budget, e.g. "
-        "size=20kB (kB = 1000 B, KiB = 1024 B), mpic=2e6, ne16=1e5; a greedy step lowers bits "
-        "if the searched model ends over budget",
+        "size=20kB (kB = 1000 B, KiB = 1024 B), flash=32kB, ram=8KiB, mpic=2e6, ne16=1e5; a "
+        "greedy step lowers bits if the searched model ends over budget",
     )
     space.add_argument("--gumbel", action="store_true", help="Gumbel-softmax sampling")
     space.add_argument("--hard", action="store_true", help="hard straight-through sampling")
@@ -205,6 +206,19 @@ def _demo(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from zerobit.report import write_report
 
+    if args.storage is not None:
+        from zerobit.train.study import report
+
+        if args.runs or args.study is None:
+            raise ValueError("give either run directories, or --storage URL with --study NAME")
+        summary = report(args.storage, args.study, args.out)
+        print(Path(summary["report"]).read_text())
+        if summary["missing"]:
+            print(f"points without a complete trial yet: {', '.join(summary['missing'])}")
+        print(f"wrote {Path(summary['report']).parent}")
+        return 0
+    if not args.runs or args.out is None:
+        raise ValueError("give run directories and --out (or --storage URL --study NAME)")
     summary = write_report(args.runs, Path(args.out), cost=args.cost, metric=args.metric)
     print(Path(summary["report"]).read_text())
     print(f"wrote {args.out}")
@@ -216,8 +230,30 @@ def _sweep(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--out is required: the folder for the sweep's runs and report")
-    summary = sweep(_config(args), Path(args.out), args.points, args.strengths, args.resume)
+    if args.storage is not None:
+        from zerobit.train.study import Heartbeat, sweep_study
+
+        heartbeat = Heartbeat(args.heartbeat_interval, args.grace_period, args.max_retry)
+        summary = sweep_study(
+            _config(args),
+            Path(args.out),
+            args.storage or None,
+            args.study,
+            args.points,
+            args.strengths,
+            heartbeat,
+        )
+    else:
+        summary = sweep(_config(args), Path(args.out), args.points, args.strengths, args.resume)
     print(Path(summary["report"]).read_text())
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from zerobit.train.study import work
+
+    trials = work(args.storage, args.study, args.out)
+    print(f"study {args.study}: this worker completed trials {trials}; no trial is left")
     return 0
 
 
@@ -235,7 +271,7 @@ def _baseline(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import json
 
-    from zerobit.export import export
+    from zerobit.export import export, format_manifest, read_manifest
     from zerobit.train.run import Run, RunConfig
 
     run_dir = Path(args.run)
@@ -247,6 +283,7 @@ def _export(args: argparse.Namespace) -> int:
     example = run.validation_batch(64)
     path = export(frozen, example, args.format, Path(args.out))
     print(f"wrote {path} ({path.stat().st_size} bytes); outputs checked against the run's model")
+    print(format_manifest(read_manifest(Path(args.out))))
     return 0
 
 
@@ -313,7 +350,56 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated strengths to run instead of the budget ladder, e.g. 0.3,1,3",
     )
+    study = sweep.add_argument_group("study (a sweep shared by workers on several machines)")
+    study.add_argument(
+        "--storage",
+        nargs="?",
+        const="",
+        default=None,
+        help="run the sweep as an Optuna study stored in this database URL (alone: an SQLite "
+        "file study.db in --out; postgresql://user:password@host:5432/db for several machines); "
+        "`zerobit worker` processes join it",
+    )
+    study.add_argument(
+        "--study", default=None, help="name of the study (default: the name of --out)"
+    )
+    study.add_argument(
+        "--heartbeat-interval",
+        type=int,
+        default=60,
+        help="seconds between two heartbeats of a worker's trial (default: 60)",
+    )
+    study.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        help="seconds without a heartbeat after which a trial is failed and retried "
+        "(default: twice the interval)",
+    )
+    study.add_argument(
+        "--max-retry",
+        type=int,
+        default=3,
+        help="times a point whose worker died is retried (default: 3)",
+    )
     sweep.set_defaults(handler=_sweep)
+    worker = commands.add_parser(
+        "worker",
+        help="join a sweep's study and run its points until none is left",
+        description="Takes the waiting trials (sweep points) of a study made by `zerobit sweep "
+        "--storage`, one at a time, and runs each in the study's artifacts folder, which this "
+        "machine must see (shared filesystem). A worker that dies has its trial failed after "
+        "the grace period and retried by another worker, resuming from its last checkpoint.",
+    )
+    worker.add_argument("--storage", required=True, help="database URL of the study")
+    worker.add_argument("--study", required=True, help="name of the study")
+    worker.add_argument(
+        "--out",
+        default=None,
+        help="the study's artifacts folder as this machine mounts it (default: the path the "
+        "sweep stored)",
+    )
+    worker.set_defaults(handler=_worker)
     base = commands.add_parser(
         "baseline",
         help="comparison methods through the same pipeline and epochs",
@@ -340,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuilds a run's final model and writes it as: torch (the physically pruned "
         "PyTorch model), packed (the versioned sub-byte binary whose weight bits equal the size "
         "cost), onnx (for checking and interoperability) or c (C99 runtime and model sources). "
-        "The artifact's outputs are checked against the run's model before it is reported.",
+        "The artifact's outputs are checked against the run's model before it is reported (c: "
+        "when a host C compiler is installed). manifest.json records the flash and RAM costs and, "
+        "for c, the Cortex-M4 text/data/bss of arm-none-eabi-size (when installed).",
     )
     export.add_argument("run", help="run directory (with result.json and checkpoints/)")
     export.add_argument(
@@ -351,9 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         help="accuracy of an exported artifact on a dataset",
-        description="Loads model.pt, model.zbp or model.onnx and reports its accuracy.",
+        description="Loads model.pt, model.zbp, model.onnx or model.c (built with the host C "
+        "compiler into a temporary folder and run on the dataset's inputs) and reports its "
+        "accuracy.",
     )
-    evaluate.add_argument("artifact", help="model.pt, model.zbp or model.onnx")
+    evaluate.add_argument("artifact", help="model.pt, model.zbp, model.onnx or model.c")
     evaluate.add_argument("--dataset", required=True, help="registered dataset name")
     evaluate.add_argument("--data-dir", default=None, help="folder of the dataset's raw files")
     evaluate.add_argument(
@@ -367,13 +457,23 @@ def build_parser() -> argparse.ArgumentParser:
         "marking the non-dominated runs), runs.csv, pareto.png, and an architecture map "
         "(layers x channels coloured by bits, pruned channels grey) per non-dominated run.",
     )
-    report.add_argument("runs", nargs="+", help="run directories (each with a result.json)")
-    report.add_argument("--out", required=True, help="folder to write the report into")
+    report.add_argument("runs", nargs="*", help="run directories (each with a result.json)")
+    report.add_argument(
+        "--out",
+        default=None,
+        help="folder to write the report into (with --storage: default <artifacts>/report)",
+    )
+    report.add_argument(
+        "--storage",
+        default=None,
+        help="report the complete trials of a sweep's study in this database URL instead",
+    )
+    report.add_argument("--study", default=None, help="name of the study (with --storage)")
     report.add_argument(
         "--cost",
         default="size_bytes",
-        help="cost on the x axis: size_bytes, size_bits, bitops, macs, mpic_cycles, ne16_cycles "
-        "(default: size_bytes)",
+        help="cost on the x axis: size_bytes, size_bits, bitops, macs, mpic_cycles, ne16_cycles, "
+        "flash_bytes, ram_bytes (default: size_bytes)",
     )
     report.add_argument(
         "--metric",

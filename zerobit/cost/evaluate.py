@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from zerobit.cost.graph import get_graph_term
 from zerobit.cost.registry import CostFunction, resolve_cost
 from zerobit.cost.spec import LayerSpec
+
+#: Key of the whole-model part of a cost in ``evaluate(..., per_layer=True)``.
+GRAPH_KEY = "<graph>"
 
 
 class HasLayerSpecs(Protocol):
@@ -21,12 +25,17 @@ def evaluate(model: HasLayerSpecs, cost: str | CostFunction, per_layer: bool = F
 
     Args:
         model: A model with a ``layer_specs()`` method, such as a frozen model; a SearchModel
-            should be in eval mode so that its specs are the discrete architecture.
+            should be in eval mode so that its specs are the discrete architecture. Costs with
+            a whole-model part (``flash``, ``ram``) also need its ``graph_spec()``.
         cost: A registered cost name, a CostTable or a callable ``spec -> cost``.
-        per_layer: Return ``{layer name: cost}`` instead of the total.
+        per_layer: Return ``{layer name: cost}`` instead of the total; a whole-model part is
+            under the key ``"<graph>"`` (the values sum to the total).
 
     Returns:
         The total cost (a Python number for a frozen model), or the per-layer costs.
+
+    Raises:
+        ValueError: If the cost has a whole-model part and the model has no ``graph_spec()``.
 
     Example:
         >>> import torch, zerobit as zb
@@ -38,6 +47,18 @@ def evaluate(model: HasLayerSpecs, cost: str | CostFunction, per_layer: bool = F
     """
     function = resolve_cost(cost)
     specs = model.layer_specs()
+    values = [function(spec) for spec in specs]
+    term = get_graph_term(function)
+    graph_part = None
+    if term is not None:
+        describe = getattr(model, "graph_spec", None)
+        if describe is None:
+            raise ValueError(
+                f"cost {cost!r} depends on the whole graph; {type(model).__name__} has no "
+                "graph_spec() (use a FrozenModel or SearchModel)"
+            )
+        graph_part = term(describe())
     if per_layer:
-        return {spec.name: function(spec) for spec in specs}
-    return sum(function(spec) for spec in specs)
+        named = {spec.name: value for spec, value in zip(specs, values)}
+        return named if graph_part is None else {**named, GRAPH_KEY: graph_part}
+    return sum(values) if graph_part is None else sum(values) + graph_part

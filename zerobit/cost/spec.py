@@ -60,6 +60,8 @@ class LayerSpec:
         input_probs: Probability θ_a of each ``input_bits`` entry; they sum to 1.
         groups: Conv groups of a non-depthwise grouped conv (fan-in = in_channels / groups).
             Must be 1 for the other kinds.
+        float_output: Whether the layer's output stays float (the logits of a graph output:
+            dequantized rather than requantized). Only the ``flash`` cost reads it.
     """
 
     name: str
@@ -72,10 +74,13 @@ class LayerSpec:
     input_bits: tuple[int, ...]
     input_probs: tuple[Number, ...]
     groups: int = 1
+    float_output: bool = False
 
     def __post_init__(self) -> None:
         where = f"layer {self.name!r}"
         self._coerce_sequences(where)
+        if not isinstance(self.float_output, bool):
+            raise ValueError(f"{where}: float_output must be a bool, got {self.float_output!r}")
         if self.kind not in LAYER_KINDS:
             raise ValueError(
                 f"{where}: kind must be one of {sorted(LAYER_KINDS)}, got {self.kind!r}"

@@ -1,6 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 # Export: integer IR, physical pruning and the pruned torch model, integer reference, packed format.
-from zerobit.export.api import FORMATS, export, load_artifact
+from zerobit.export.api import (
+    FORMATS,
+    MANIFEST,
+    export,
+    format_manifest,
+    load_artifact,
+    read_manifest,
+)
 from zerobit.export.ir import (
     Add,
     AvgPool,
@@ -32,6 +39,7 @@ from zerobit.export.reference import IntegerReference, run_reference
 
 __all__ = [
     "FORMATS",
+    "MANIFEST",
     "Add",
     "AvgPool",
     "Concat",
@@ -52,10 +60,12 @@ __all__ = [
     "encode_packed",
     "export",
     "flash_bytes",
+    "format_manifest",
     "load_artifact",
     "pack_codes",
     "packed_runs",
     "prune",
+    "read_manifest",
     "read_packed",
     "run_reference",
     "to_ir",

@@ -60,6 +60,8 @@ COST_LABELS: Mapping[str, str] = MappingProxyType(
         "macs": "multiply-accumulates [MACs]",
         "mpic_cycles": "MPIC latency [cycles]",
         "ne16_cycles": "NE16 latency [cycles]",
+        "flash_bytes": "flash (packed file) [bytes]",
+        "ram_bytes": "activation RAM [bytes]",
     }
 )
 METRIC_LABELS: Mapping[str, str] = MappingProxyType(

@@ -12,7 +12,16 @@ from zerobit.report.runs import RunResult
 
 FRONT_MARK = "*"
 # Costs in the order the pipeline writes them; any others follow alphabetically.
-KNOWN_COSTS = ("size_bits", "size_bytes", "bitops", "macs", "mpic_cycles", "ne16_cycles")
+KNOWN_COSTS = (
+    "size_bits",
+    "size_bytes",
+    "bitops",
+    "macs",
+    "mpic_cycles",
+    "ne16_cycles",
+    "flash_bytes",
+    "ram_bytes",
+)
 
 
 def format_number(value: float | None, digits: int = 6) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from zerobit.cost import LayerSpec
+from zerobit.cost import GraphSpec, LayerSpec, resolve_cost, total_cost
+from zerobit.cost.graph import get_graph_term
 from zerobit.graph.analysis import GraphAnalysis
 from zerobit.quant import (
     act_range,
@@ -19,6 +20,7 @@ from zerobit.quant import (
     quantize_weight_per_channel,
     requantize,
 )
+from zerobit.search.layout import GraphLayout, graph_layout
 from zerobit.search.modules import FrozenActQuantizer, SearchableLayer, _set_ref
 from zerobit.search.specs import build_layer_specs
 
@@ -169,6 +171,7 @@ class FrozenModel(nn.Module):
         self.analysis = analysis
         self.group_bits = group_bits
         self.act_bits = act_bits
+        self._graph_layout: GraphLayout | None = None
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         """Run the model (integer-exact in eval mode)."""
@@ -193,12 +196,53 @@ class FrozenModel(nn.Module):
         act_probs = [(1,) for _ in self.act_bits]
         return build_layer_specs(self.analysis, self.group_bits, channels, act_bits, act_probs)
 
+    def graph_layout(self) -> GraphLayout:
+        """Return the exported graph's layout (computed once; see :mod:`zerobit.search.layout`)."""
+        if getattr(self, "_graph_layout", None) is None:
+            self._graph_layout = graph_layout(self.graph_module, self.analysis)
+        assert self._graph_layout is not None
+        return self._graph_layout
+
+    def graph_spec(self, unpruned: bool = False) -> GraphSpec:
+        """Exact description of the exported graph, for whole-model costs (``flash``, ``ram``).
+
+        Args:
+            unpruned: Describe the model with every channel kept (as :meth:`uniform_specs`).
+
+        Raises:
+            ValueError: If the model has no integer export (ops kept in float).
+        """
+        if unpruned:
+            kept = [group.channels for group in self.analysis.groups]
+        else:
+            layers = self.layers()
+            kept = [
+                int((layers[self.analysis.layers[g.members[0]].name].bits > 0).sum())
+                for g in self.analysis.groups
+            ]
+        return self.graph_layout().spec(kept)
+
     def uniform_specs(self, bits: int = 8) -> list[LayerSpec]:
         """Describe the same network unpruned, with every weight and activation at ``bits``."""
         channels = [[g.channels] for g in self.analysis.groups]
         act = [(bits,)] * len(self.analysis.act_groups)
         weight = [(bits,)] * len(channels)
         return build_layer_specs(self.analysis, weight, channels, act, [(1,)] * len(act))
+
+    def uniform_cost(self, cost: Any, bits: int = 8) -> Any:
+        """Return a cost of the same network unpruned, every weight and activation at ``bits``.
+
+        Args:
+            cost: A registered cost name, a CostTable or a callable ``spec -> cost``.
+            bits: The uniform bit-width.
+
+        Raises:
+            ValueError: If the cost cannot price the network (unsupported bits, or a
+                whole-model cost of a model without integer export).
+        """
+        function = resolve_cost(cost)
+        graph = self.graph_spec(unpruned=True) if get_graph_term(function) else None
+        return total_cost(function, self.uniform_specs(bits), graph)
 
     def architecture(self) -> dict[str, dict[str, Any]]:
         """Return the fixed architecture in the format of ``SearchModel.architecture()``."""

@@ -13,11 +13,13 @@ import torch
 from torch import fx, nn
 
 from zerobit.config import Sampling, SearchSpace
-from zerobit.cost import LayerSpec, mpic_supported_bits, resolve_cost
+from zerobit.cost import GraphSpec, LayerSpec, Number, mpic_supported_bits, resolve_cost
 from zerobit.cost.batch import LayerBatch, batched_cost
+from zerobit.cost.graph import get_graph_term
 from zerobit.graph.analysis import GraphAnalysis, analyze
 from zerobit.graph.trace import ensure_bias_, fold_batchnorm_, trace
 from zerobit.search.frozen import FrozenLayer, FrozenModel
+from zerobit.search.layout import GraphLayout, graph_layout
 from zerobit.search.modules import (
     ActQuantizer,
     ChannelSelector,
@@ -26,7 +28,7 @@ from zerobit.search.modules import (
     SearchableLayer,
 )
 from zerobit.search.sampling import discretize, gumbel_noise, one_hot, sample_probs
-from zerobit.search.specs import LayerBatchBuilder, build_layer_specs
+from zerobit.search.specs import LayerBatchBuilder, build_layer_specs, kept_channels
 
 CostArg = str | Callable[[LayerSpec], Any] | Mapping[Any, float] | Sequence[Any]
 REFERENCE_BITS = 8
@@ -361,14 +363,20 @@ class SearchModel(nn.Module):
         temperature = float(self.temperature)  # type: ignore[arg-type]
         return sample_probs(logits, bits, temperature, noise, self.sampling.hard)
 
+    #: Generator of the Gumbel noise (None: the global RNG). A data-parallel loop seeds it from
+    #: (seed, step) before each forward so that every rank draws the same sample.
+    noise_generator: torch.Generator | None = None
+
     def _sample(self, train: bool, fresh_noise: bool) -> None:
         """Compute every selector's and quantizer's probabilities for this step."""
         if train and self.sampling.gumbel and fresh_noise:
+            # Drawn on the CPU and moved, so a seed gives the same noise on every device.
+            generator = self.noise_generator
             self._noise = {}
             for i, s in enumerate(self.selectors):
-                self._noise[f"w{i}"] = gumbel_noise(s.logits.shape)
+                self._noise[f"w{i}"] = gumbel_noise(s.logits.shape, generator).to(s.logits.device)
             for i, q in enumerate(self.quantizers):
-                self._noise[f"a{i}"] = gumbel_noise(q.logits.shape)
+                self._noise[f"a{i}"] = gumbel_noise(q.logits.shape, generator).to(q.logits.device)
         for i, s in enumerate(self.selectors):
             s.probs = self._probs(s.logits, s.bits, f"w{i}", train)
         for i, q in enumerate(self.quantizers):
@@ -416,6 +424,7 @@ class SearchModel(nn.Module):
         act_probs = [(1,)] * len(act_bits)
         specs = build_layer_specs(self.analysis, bits, channels, act_bits, act_probs)
         reference = sum(term.function(spec) for spec in specs)
+        reference = reference + self.graph_cost(term.function, unpruned=True)
         if not reference:
             raise ValueError(
                 f"cost {term.name!r} of the all-8-bit model is 0; it cannot be normalized"
@@ -442,6 +451,7 @@ class SearchModel(nn.Module):
             else:
                 specs = self.layer_specs(detach_inputs=term.detach_inputs)
                 value = sum(term.function(spec) for spec in specs)
+            value = value + self.graph_cost(term.function, channels)
             out[term.name] = value if raw else value / term.reference
         return out
 
@@ -461,6 +471,68 @@ class SearchModel(nn.Module):
     def cost_references(self) -> dict[str, float]:
         """Cost of the unpruned all-8-bit model, per cost model (the normalizers of ``cost()``)."""
         return {term.name: term.reference for term in self._terms}
+
+    # ----------------------------------------------------------------------- whole-model costs
+    def graph_layout(self) -> GraphLayout:
+        """Return the exported graph's layout (computed once; see :mod:`zerobit.search.layout`)."""
+        layout = getattr(self, "_graph_layout", None)
+        if layout is None:
+            layout = self._graph_layout = graph_layout(self.graph_module, self.analysis)
+        return layout
+
+    def graph_spec(
+        self,
+        group_channels: Sequence[Sequence[Number] | torch.Tensor] | None = None,
+        *,
+        unpruned: bool = False,
+    ) -> GraphSpec:
+        """Describe the exported graph with (expected) channel counts, for whole-model costs.
+
+        Args:
+            group_channels: Per channel group, the (expected) number of channels at each
+                candidate of ``group_bits[g]`` (a sequence of numbers or a (P,) tensor, as the
+                search's per-step probabilities give them). None: from :meth:`layer_specs`,
+                i.e. this step's sample in training, the discrete architecture in eval mode.
+            unpruned: Every channel kept (the all-8-bit reference), ignoring the logits.
+
+        Raises:
+            ValueError: If the model has no integer export (ops kept in float).
+        """
+        kept: list[Number]
+        if unpruned:
+            kept = [group.channels for group in self.analysis.groups]
+        elif group_channels is None:
+            kept = [0] * len(self.analysis.groups)
+            for info, spec in zip(self.analysis.layers.values(), self.layer_specs()):
+                kept[info.group] = spec.kept_channels
+        else:
+            kept = [kept_channels(b, tuple(n)) for b, n in zip(self.group_bits, group_channels)]
+        return self.graph_layout().spec(kept)
+
+    def graph_cost(
+        self,
+        function: Callable[[LayerSpec], Any],
+        group_channels: Sequence[Sequence[Number] | torch.Tensor] | None = None,
+        *,
+        unpruned: bool = False,
+    ) -> Any:
+        """Return the whole-model part of a cost (``flash``'s headers, all of ``ram``), or 0.
+
+        ``costs()`` adds it to the sum over the layers: a cost's value is
+        ``sum(function(spec)) + graph_cost(function, channels)``.
+
+        Args:
+            function: A resolved cost function.
+            group_channels: As for :meth:`graph_spec`.
+            unpruned: As for :meth:`graph_spec`.
+
+        Returns:
+            0, a Python number or a 0-dim tensor (differentiable w.r.t. ``group_channels``).
+        """
+        term = get_graph_term(function)
+        if term is None:
+            return 0
+        return term(self.graph_spec(group_channels, unpruned=unpruned))
 
     # ------------------------------------------------------------------------- architecture
     def _discrete(self) -> tuple[list[torch.Tensor], list[int]]:

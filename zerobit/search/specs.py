@@ -63,6 +63,7 @@ def build_layer_specs(
                 input_bits=tuple(act_bits[act_group]),
                 input_probs=tuple(act_probs[act_group]),
                 groups=info.conv_groups,
+                float_output=info.output_point is None,
             )
         )
     return specs

@@ -17,8 +17,18 @@ from zerobit.search.specs import build_layer_specs
 
 #: Byte multipliers of the size units: kB = 1000 bytes, KiB = 1024 bytes.
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
-#: Target names -> (cost model, factor from the written unit to the cost model's unit).
-TARGET_COSTS = {"size": "size", "bitops": "bitops", "macs": "macs", "mpic": "mpic", "ne16": "ne16"}
+#: Target names -> cost model.
+TARGET_COSTS = {
+    "size": "size",
+    "bitops": "bitops",
+    "macs": "macs",
+    "mpic": "mpic",
+    "ne16": "ne16",
+    "flash": "flash",
+    "ram": "ram",
+}
+#: Targets written in bytes (B, kB, KiB, MB, MiB) -> units of the cost model per byte.
+BYTE_TARGETS = {"size": 8, "flash": 1, "ram": 1}
 
 
 @dataclass(frozen=True)
@@ -26,8 +36,9 @@ class Target:
     """A budget on one cost model.
 
     Attributes:
-        cost: Cost model name ("size", "bitops", "macs", "mpic", "ne16").
-        value: The budget in the cost model's own unit (bits for "size", cycles for "mpic").
+        cost: Cost model name ("size", "bitops", "macs", "mpic", "ne16", "flash", "ram").
+        value: The budget in the cost model's own unit (bits for "size", bytes for "flash"
+            and "ram", cycles for "mpic").
         text: The budget as the user wrote it.
     """
 
@@ -37,7 +48,7 @@ class Target:
 
 
 def parse_target(text: str) -> Target:
-    """Parse ``"size=20kB"``, ``"size=18KiB"``, ``"size=4096"`` (bytes) or ``"mpic=2e6"``.
+    """Parse ``"size=20kB"``, ``"flash=32KiB"``, ``"ram=4096"`` (bytes) or ``"mpic=2e6"``.
 
     Raises:
         ValueError: For an unknown cost, unit or a non-positive value.
@@ -52,7 +63,7 @@ def parse_target(text: str) -> Target:
         value = float(number)
     except ValueError:
         raise ValueError(f"target {text!r}: {number!r} is not a number") from None
-    if name == "size":
+    if name in BYTE_TARGETS:
         if unit == "b":  # a lowercase b alone is ambiguous (bits or bytes): refuse it
             raise ValueError(f"target {text!r}: write B for bytes, or kB / KiB / MB / MiB")
         factor = SIZE_UNITS.get(unit.lower())
@@ -60,7 +71,7 @@ def parse_target(text: str) -> Target:
             raise ValueError(
                 f"target {text!r}: unknown size unit {unit!r}; use B, kB, KiB, MB, MiB"
             )
-        value = value * factor * 8  # the size cost counts bits
+        value = value * factor * BYTE_TARGETS[name]  # size counts bits, flash and ram bytes
     elif unit:
         raise ValueError(f"target {text!r}: {name} takes a plain number (e.g. {name}=2e6)")
     if not (value > 0 and math.isfinite(value)):
@@ -84,7 +95,7 @@ def _cost_of(smodel: SearchModel, cost: str, weight: list[list[int]], act: list[
     specs = build_layer_specs(
         smodel.analysis, smodel.group_bits, channels, act_bits, [(1,)] * len(act_bits)
     )
-    return float(sum(function(spec) for spec in specs))
+    return float(sum(function(spec) for spec in specs) + smodel.graph_cost(function, channels))
 
 
 def discrete_cost(smodel: SearchModel, cost: str) -> float:
@@ -150,66 +161,92 @@ class StrengthController:
         self.log_strength = float(state["log_strength"])
 
 
+Move = tuple[float, str, int, int, int]
+"""A one-step move: (logit drop, "w" or "a", group, channel (-1 for "a"), new choice index)."""
+
+
 def fit_budget_(smodel: SearchModel, target: Target) -> int:
     """Lower bits of the argmax architecture until it meets ``target``; return the moves made.
 
     Greedy rule: among every possible one-step move -- one channel to the next lower bit-width
     of its group (to 0 only if the group is prunable and keeps another channel), or one tensor
     to its next lower activation bit-width -- take the one whose logit drops least (the choice
-    the search was least sure of), and repeat until the cost fits. The logits are then set to
-    the new architecture.
+    the search was least sure of) among those that lower the cost (if none does, the one whose
+    logit drops least), and repeat until the cost fits. For a cost that only pruning changes
+    (``ram``: activations take one byte per code whatever their bits) the moves are one channel
+    straight to 0. The logits are then set to the new architecture.
 
     Raises:
         ValueError: If even the smallest architecture of the space exceeds the target.
     """
     weight, act = _choices(smodel)
     cost = _cost_of(smodel, target.cost, weight, act)
+    prune_only = not getattr(resolve_cost(target.cost), "depends_on_bits", True)
     moves = 0
     while cost > target.value:
-        best: tuple[float, str, int, int] | None = None
-        for g, s in enumerate(smodel.selectors):
-            logits = s.logits.detach()
-            kept = sum(1 for i in weight[g] if s.bits[i] > 0)
-            pinned = s.pinned_pruning
-            for c, i in enumerate(weight[g]):
-                can_prune = kept > 1 and (pinned is None or not bool(pinned[c]))
-                lower = _next_lower(s.bits, i, allow_zero=can_prune)
-                if lower is not None:
-                    drop = float(logits[i, c] - logits[lower, c])
-                    if best is None or drop < best[0]:
-                        best = (drop, "w", g, c)
-        for a, q in enumerate(smodel.quantizers):
-            lower = _next_lower(q.bits, act[a], allow_zero=False)
-            if lower is not None:
-                drop = float(q.logits.detach()[act[a]] - q.logits.detach()[lower])
-                if best is None or drop < best[0]:
-                    best = (drop, "a", a, -1)
-        if best is None:
+        candidates = _moves(smodel, weight, act, prune_only)
+        if not candidates:
             raise ValueError(
                 f"no architecture of the space meets {target.text} "
                 f"(smallest: {minimum_cost(smodel, target.cost):.6g})"
             )
-        _, kind, index, channel = best
-        if kind == "w":
-            s = smodel.selectors[index]
-            kept = sum(1 for i in weight[index] if s.bits[i] > 0)
-            pinned = s.pinned_pruning
-            can_prune = kept > 1 and (pinned is None or not bool(pinned[channel]))
-            lower = _next_lower(s.bits, weight[index][channel], can_prune)
-            assert lower is not None  # the move was found possible above
-            if s.per_layer:  # a layer-wise search moves the whole layer
-                weight[index] = [lower] * len(weight[index])
-            else:
-                weight[index][channel] = lower
-        else:
-            lower = _next_lower(smodel.quantizers[index].bits, act[index], False)
-            assert lower is not None
-            act[index] = lower
-        cost = _cost_of(smodel, target.cost, weight, act)
+        chosen: tuple[list[list[int]], list[int], float] | None = None
+        for move in candidates:
+            new_weight, new_act = _apply(smodel, weight, act, move)
+            new_cost = _cost_of(smodel, target.cost, new_weight, new_act)
+            if chosen is None or new_cost < cost:  # if no move lowers it: the least sure one
+                chosen = (new_weight, new_act, new_cost)
+            if new_cost < cost:
+                break
+        assert chosen is not None  # candidates is not empty
+        weight, act, cost = chosen
         moves += 1
     if moves:
         _set_choices_(smodel, weight, act)
     return moves
+
+
+def _moves(
+    smodel: SearchModel, weight: list[list[int]], act: list[int], prune_only: bool
+) -> list[Move]:
+    """Every one-step move from the choices ``weight``/``act``, the smallest logit drop first."""
+    moves: list[Move] = []
+    for g, s in enumerate(smodel.selectors):
+        logits = s.logits.detach().cpu().numpy()  # float32 (P, C): numpy reads elements fast
+        kept = sum(1 for i in weight[g] if s.bits[i] > 0)
+        pinned = None if s.pinned_pruning is None else s.pinned_pruning.tolist()
+        for c, i in enumerate(weight[g]):
+            can_prune = kept > 1 and (pinned is None or not pinned[c])
+            if not prune_only:
+                lower = _next_lower(s.bits, i, allow_zero=can_prune)
+            elif can_prune and s.bits[i] > 0 and not s.per_layer:
+                lower = s.zero_index
+            else:
+                lower = None
+            if lower is not None:
+                moves.append((float(logits[i, c] - logits[lower, c]), "w", g, c, lower))
+    for a, q in enumerate(smodel.quantizers):
+        lower = None if prune_only else _next_lower(q.bits, act[a], allow_zero=False)
+        if lower is not None:
+            drop = float(q.logits.detach()[act[a]] - q.logits.detach()[lower])
+            moves.append((drop, "a", a, -1, lower))
+    moves.sort(key=lambda move: move[0])  # stable: equal drops keep the order above
+    return moves
+
+
+def _apply(
+    smodel: SearchModel, weight: list[list[int]], act: list[int], move: Move
+) -> tuple[list[list[int]], list[int]]:
+    """Return new choices with ``move`` applied (the inputs are not modified)."""
+    _, kind, index, channel, lower = move
+    weight, act = [list(row) for row in weight], list(act)
+    if kind == "a":
+        act[index] = lower
+    elif smodel.selectors[index].per_layer:  # a layer-wise search moves the whole layer
+        weight[index] = [lower] * len(weight[index])
+    else:
+        weight[index][channel] = lower
+    return weight, act
 
 
 def _next_lower(bits: tuple[int, ...], index: int, allow_zero: bool) -> int | None:

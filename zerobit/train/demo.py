@@ -47,6 +47,8 @@ def run_demo(config: RunConfig, out: Path, resume: bool = False) -> dict[str, An
     """Run the pipeline for ``config`` into ``out`` and print a summary."""
     run = Run(config, out)
     result = run.run(resume=resume)
+    if not run.context.is_main:  # a data-parallel run: rank 0 reports and exports
+        return result
     summary = write_report([out], out / "report")
     frozen, example = run.load_frozen(), run.validation_batch(64)
     artifacts = {fmt: export(frozen, example, fmt, out / "export" / fmt) for fmt in DEMO_FORMATS}

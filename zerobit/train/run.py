@@ -18,11 +18,13 @@ from tqdm.auto import tqdm
 
 from zerobit import __version__
 from zerobit.config import Sampling, SearchSpace
-from zerobit.cost import evaluate, resolve_cost
+from zerobit.cost import evaluate
 from zerobit.data import DatasetSplits, load_dataset, load_local_dataset
 from zerobit.models import get_model
 from zerobit.search import FrozenModel, SearchModel, convert
+from zerobit.train import distributed
 from zerobit.train.budget import (
+    BYTE_TARGETS,
     StrengthController,
     Target,
     discrete_cost,
@@ -42,6 +44,8 @@ REPORTED_COSTS = {
     "macs": "macs",
     "mpic_cycles": "mpic",
     "ne16_cycles": "ne16",
+    "flash_bytes": "flash",
+    "ram_bytes": "ram",
 }
 
 
@@ -174,6 +178,24 @@ def _epoch_seed(seed: int, phase: str, epoch: int) -> int:
     return (seed * 1_000_003 + PHASES.index(phase) * 10_007 + epoch) % (2**31)
 
 
+def _step_seed(seed: int, step: int) -> int:
+    # The Gumbel noise of search step `step` depends on (seed, step) only: every rank of a
+    # distributed run draws the same sample, and a resumed run the same as an uninterrupted one.
+    return (seed * 2_000_003 + 7_919 * step + 1) % (2**63)
+
+
+class _OnDevice(nn.Module):
+    """Evaluation adapter: moves CPU batches to the model's device."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.device = device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device))
+
+
 class Run:
     """A run directory and the pipeline that fills it.
 
@@ -187,6 +209,10 @@ class Run:
         model_fn: Builds the float model (default: ``get_model(config.model, ...)``).
         prepare_search: Called on the freshly converted SearchModel before the search (and
             before a checkpoint is restored), e.g. to seed weights or pin choices.
+
+    Started by torchrun (or in a process group the caller initialized), the run is one
+    data-parallel search over every process: the batch sizes of ``config`` are global batches,
+    and only rank 0 writes the run directory (see :mod:`zerobit.train.distributed`).
     """
 
     def __init__(
@@ -210,6 +236,7 @@ class Run:
         self.timings: dict[str, float] = {}
         self.budget: dict[str, Any] | None = None
         self._extra: dict[str, Any] = {}  # objects with state_dict() saved in checkpoints
+        self.context = distributed.setup()
 
     # ------------------------------------------------------------------------------ plumbing
     @property
@@ -248,21 +275,47 @@ class Run:
                 )
             if not resume and (self.out / "result.json").exists():
                 raise ValueError(f"{self.out} already holds a finished run; use another --out")
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(json.dumps(self.config.to_dict(), indent=2), config_path)
+        if self.context.is_main:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+            _atomic_write_text(json.dumps(self.config.to_dict(), indent=2), config_path)
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.context.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _save(self, obj: Any, phase: str) -> None:
+        """Write a phase checkpoint (rank 0), then let every rank read it."""
+        if self.context.is_main:
+            _atomic_save(obj, self.checkpoints / f"{phase}.pt")
+        distributed.barrier(self.context)
 
     def _checkpoint(self, phase: str) -> dict[str, Any] | None:
         path = self.checkpoints / f"{phase}.pt"
         if not path.exists():
             return None
-        return torch.load(path, weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
-    def _loader(self, batch_size: int) -> DataLoader:
-        return DataLoader(self.data.train, batch_size=batch_size, shuffle=True)
+    def _loader(self, batch_size: int, phase: str) -> DataLoader:
+        # One shuffling rule for any number of processes: the DistributedSampler of one rank of
+        # one is a plain shuffle, and the per-rank batches of N ranks make up the same batches.
+        seed = _epoch_seed(self.config.seed, phase, 0)
+        sampler = distributed.train_sampler(self.data.train, self.context, seed)
+        batch = distributed.rank_batch_size(batch_size, self.context)
+        return DataLoader(self.data.train, batch_size=batch, sampler=sampler)
+
+    def _evaluate(self, model: nn.Module, data: Any) -> float:
+        """Metric of ``model`` on ``data``, computed by rank 0 and broadcast (ranks agree)."""
+        value = 0.0
+        if self.context.is_main:
+            device = self.context.device
+            if device.type == "cpu":
+                value = evaluate_metric(model, data, self.metric)
+            else:
+                value = evaluate_metric(
+                    _OnDevice(model, device), data, lambda z, y: self.metric(z.cpu(), y)
+                )
+        return distributed.broadcast_float(value, self.context)
 
     def validation_batch(self, count: int) -> torch.Tensor:
         """Return the first ``count`` validation inputs, stacked (to check an exported model)."""
@@ -278,10 +331,11 @@ class Run:
     def run(self, resume: bool = False) -> dict[str, Any]:
         """Run (or resume) every phase and write ``result.json``; return the result."""
         self.prepare(resume)
-        if not resume:
+        if not resume and self.context.is_main:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
             for phase in PHASES:
                 (self.checkpoints / f"{phase}.pt").unlink(missing_ok=True)
+        distributed.barrier(self.context)
         latest = next(
             (ck for p in reversed(PHASES) if (ck := self._checkpoint(p)) is not None), None
         )
@@ -305,26 +359,35 @@ class Run:
         patience: int | None = None,
     ) -> None:
         """Shared epoch loop with per-epoch checkpoints; ``state`` carries epoch and best."""
-        loader = self._loader(batch_size)
+        loader = self._loader(batch_size, phase)
+        sampler: Any = loader.sampler
+        device = self.context.device
         total = max(1, epochs * len(loader))
         while state["epoch"] < epochs:
             if patience is not None and state.get("stale", 0) >= patience:
                 break  # early stopping: the last `patience` epochs did not improve
             epoch = state["epoch"]
             torch.manual_seed(_epoch_seed(self.config.seed, phase, epoch))
+            sampler.set_epoch(epoch)
             start = time.perf_counter()
             model.train()
             losses = []
-            bar = tqdm(loader, desc=f"{phase} {epoch + 1}/{epochs}", leave=False)
+            bar = tqdm(
+                loader,
+                desc=f"{phase} {epoch + 1}/{epochs}",
+                leave=False,
+                disable=not self.context.is_main,
+            )
             for i, (x, y) in enumerate(bar):
                 for opt in optimizers:
                     opt.zero_grad()
+                x, y = x.to(device), y.to(device)
                 loss = step_fn(x, y, epoch * len(loader) + i, total)
                 loss.backward()
                 for opt in optimizers:
                     opt.step()
                 losses.append(float(loss.detach()))
-            value = evaluate_metric(model, self.data.val, self.metric)
+            value = self._evaluate(model, self.data.val)
             elapsed = time.perf_counter() - start
             self.timings[f"{phase}_s"] = self.timings.get(f"{phase}_s", 0.0) + elapsed
             state["epoch"] = epoch + 1
@@ -337,12 +400,14 @@ class Run:
             record = {
                 "phase": phase,
                 "epoch": epoch + 1,
-                "train_loss": sum(losses) / max(len(losses), 1),
+                "train_loss": distributed.mean_over_ranks(
+                    sum(losses) / max(len(losses), 1), self.context
+                ),
                 "val_metric": value,
                 "time_s": elapsed,
                 **extra_log(),
             }
-            _atomic_save(
+            self._save(
                 {
                     "epoch": state["epoch"],
                     "best_metric": state["best_metric"],
@@ -353,7 +418,7 @@ class Run:
                     "timings": json.dumps(self.timings),
                     "extra": {k: v.state_dict() for k, v in self._extra.items()},
                 },
-                self.checkpoints / f"{phase}.pt",
+                phase,
             )
             self._log(record)
 
@@ -381,19 +446,22 @@ class Run:
     def warm_up(self) -> nn.Module:
         """Phase 1: train the float model; return the best epoch on the validation set."""
         c = self.config.warmup
-        model = self._new_model()
+        model = self._new_model().to(self.context.device)
+        batchnorms = distributed.synchronize_batchnorm_(model, self.context)
         optimizer = torch.optim.Adam(model.parameters(), c.lr, weight_decay=c.weight_decay)
         state = self._restore(model, [optimizer], self._checkpoint("warmup"))
+        net = distributed.data_parallel(model, self.context)
 
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
-            return self.loss_fn(model(x), y)
+            return self.loss_fn(net(x), y)
 
         self._train_epochs(
             "warmup", model, [optimizer], c.epochs, c.batch_size, step, state, patience=c.patience
         )
         if state["best_model"] is not None:
             model.load_state_dict(state["best_model"])
-        return model.eval()
+        distributed.restore_batchnorm_(model, batchnorms)
+        return model.cpu().eval()
 
     def _convert(self, model: nn.Module) -> SearchModel:
         c = self.config
@@ -405,6 +473,7 @@ class Run:
         smodel = self._convert(model)
         if self._prepare_search is not None:
             self._prepare_search(smodel)
+        smodel.to(self.context.device)
         optimizer = torch.optim.Adam(
             smodel.weight_parameter_groups(c.search.weight_decay), c.search.lr
         )
@@ -418,15 +487,27 @@ class Run:
             _check_reachable(smodel, target)
             controller = self._extra["controller"] = StrengthController(target, c.strength)
         state = self._restore(smodel, optimizers, self._checkpoint("search"))
+        net = distributed.data_parallel(smodel, self.context)
+        noise = smodel.noise_generator = torch.Generator()
+
+        def controlled_strength() -> float:
+            # The controller runs on rank 0; the others take its strength (and its state).
+            assert controller is not None
+            value = controller.update(smodel) if self.context.is_main else 0.0
+            value = distributed.broadcast_float(value, self.context)
+            if not self.context.is_main:
+                controller.log_strength = math.log(value)
+            return value
 
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
             progress = i / total
             smodel.set_progress(progress)
+            noise.manual_seed(_step_seed(c.seed, i))
             if controller is not None:
-                strength = controller.update(smodel) * strength_at(c, progress) / c.strength
+                strength = controlled_strength() * strength_at(c, progress) / c.strength
             else:
                 strength = strength_at(c, progress)
-            return self.loss_fn(smodel(x), y) + strength * smodel.cost()
+            return self.loss_fn(net(x), y) + strength * smodel.cost()
 
         def costs() -> dict[str, Any]:
             smodel.eval()
@@ -448,7 +529,8 @@ class Run:
             extra_log=costs,
             select_best=False,
         )
-        smodel.detach_probs_()
+        smodel.noise_generator = None
+        smodel.detach_probs_().cpu()
         ckpt = self._checkpoint("search")
         if ckpt is not None and "budget" in ckpt:  # resumed after the greedy step: reuse it
             self.budget = json.loads(ckpt["budget"])
@@ -467,26 +549,31 @@ class Run:
                 "final_strength": controller.strength,
             }
             note = "met by the search" if moves == 0 else f"met after {moves} greedy moves"
-            print(f"budget {target.text}: {note} ({target.cost} {after:.6g} <= {target.value:.6g})")
+            if self.context.is_main:
+                print(
+                    f"budget {target.text}: {note} "
+                    f"({target.cost} {after:.6g} <= {target.value:.6g})"
+                )
             if ckpt is not None:  # the checkpoint holds the final architecture from now on
                 ckpt["model"] = smodel.state_dict()
                 ckpt["budget"] = json.dumps(self.budget)
-                _atomic_save(ckpt, self.checkpoints / "search.pt")
+                self._save(ckpt, "search")
         return smodel.eval()
 
     def finetune_phase(self, smodel: SearchModel) -> FrozenModel:
         """Phase 3: freeze the architecture and fine-tune; return the best validation epoch."""
         c = self.config.finetune
-        frozen = smodel.freeze()
+        frozen = smodel.freeze().to(self.context.device)
         optimizer = torch.optim.Adam(frozen.parameters(), c.lr, weight_decay=c.weight_decay)
         ckpt = self._checkpoint("finetune")
         state = self._restore(frozen, [optimizer], ckpt)
         if ckpt is None:  # the frozen model before fine-tuning competes too
-            state["best_metric"] = evaluate_metric(frozen, self.data.val, self.metric)
+            state["best_metric"] = self._evaluate(frozen, self.data.val)
             state["best_model"] = {k: v.clone() for k, v in frozen.state_dict().items()}
+        net = distributed.data_parallel(frozen, self.context)
 
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
-            return self.loss_fn(frozen(x), y)
+            return self.loss_fn(net(x), y)
 
         self._train_epochs(
             "finetune",
@@ -500,7 +587,7 @@ class Run:
         )
         frozen.load_state_dict(state["best_model"])
         if ckpt is None and c.epochs == 0:  # later stages (sequential flow) read the final weights
-            _atomic_save(
+            self._save(
                 {
                     "epoch": 0,
                     "best_metric": state["best_metric"],
@@ -510,9 +597,9 @@ class Run:
                     "timings": json.dumps(self.timings),
                     "extra": {},
                 },
-                self.checkpoints / "finetune.pt",
+                "finetune",
             )
-        return frozen.eval()
+        return frozen.cpu().eval()
 
     def load_frozen(self) -> FrozenModel:
         """Rebuild the final (fine-tuned) model of a finished run from its checkpoints.
@@ -522,7 +609,12 @@ class Run:
         """
         if not (self.out / "result.json").exists():
             raise ValueError(f"{self.out} holds no finished run (no result.json)")
-        model = self.warm_up()
+        # A local read: any one rank may call it, so no collective may run.
+        context, self.context = self.context, distributed.Distributed()
+        try:
+            model = self.warm_up()
+        finally:
+            self.context = context
         smodel = self._convert(model)
         search = self._checkpoint("search")
         finetune = self._checkpoint("finetune")
@@ -535,7 +627,14 @@ class Run:
 
     # -------------------------------------------------------------------------------- result
     def write_result(self, frozen: FrozenModel) -> dict[str, Any]:
-        """Evaluate the final model and write ``result.json``."""
+        """Evaluate the final model and write ``result.json`` (rank 0); return the result."""
+        result = None
+        if self.context.is_main:
+            result = self._result(frozen)
+            _atomic_write_text(json.dumps(result, indent=2), self.out / "result.json")
+        return dict(distributed.broadcast_object(result, self.context))
+
+    def _result(self, frozen: FrozenModel) -> dict[str, Any]:
         info = self.data.info
         costs: dict[str, Any] = {}
         for key, name in REPORTED_COSTS.items():
@@ -546,8 +645,10 @@ class Run:
         costs["size_bytes"] = costs["size_bits"] / 8
         reference = {}
         for key, name in REPORTED_COSTS.items():
-            function = resolve_cost(name)
-            reference[key] = sum(function(spec) for spec in frozen.uniform_specs(8))
+            try:
+                reference[key] = frozen.uniform_cost(name, 8)
+            except ValueError:  # no integer export (ops kept in float): no flash or RAM
+                reference[key] = None
         result = {
             "zerobit_version": __version__,
             "name": self.out.name,
@@ -570,14 +671,14 @@ class Run:
             "architecture": frozen.architecture(),
             "timings": self.timings,
         }
-        _atomic_write_text(json.dumps(result, indent=2), self.out / "result.json")
         return result
 
 
 def _check_reachable(smodel: SearchModel, target: Target) -> None:
     smallest = minimum_cost(smodel, target.cost)
     if target.value < smallest:
-        shown = f"{smallest / 8:.0f} bytes" if target.cost == "size" else f"{smallest:.6g}"
+        per_byte = BYTE_TARGETS.get(target.cost)
+        shown = f"{smallest:.6g}" if per_byte is None else f"{smallest / per_byte:.0f} bytes"
         raise ValueError(
             f"target {target.text} is below the smallest model this space allows ({shown}: "
             "one channel per prunable group, every choice at its lowest bit-width); raise the "

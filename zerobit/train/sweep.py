@@ -25,6 +25,8 @@ REPORT_COST = {
     "macs": "macs",
     "mpic": "mpic_cycles",
     "ne16": "ne16_cycles",
+    "flash": "flash_bytes",
+    "ram": "ram_bytes",
 }
 
 
@@ -85,6 +87,26 @@ def run_points(
     budget ladder of ``points`` runs (or one run per strength in ``strengths``); a fixed one
     (e.g. w8a8) is a single run.
     """
+    named = plan_points(base, out, configs, points, strengths)
+    results = [run_point(out, name, config, resume) for name, config in named]
+    summary = write_report(
+        [out / name for name, _ in named], out / "report", cost=REPORT_COST[base.cost]
+    )
+    summary["results"] = results
+    return summary
+
+
+def plan_points(
+    base: RunConfig,
+    out: Path,
+    configs: Sequence[RunConfig],
+    points: int | None,
+    strengths: Sequence[float] | None = None,
+) -> list[tuple[str, RunConfig]]:
+    """Build (or reuse) the shared warm-up ``out/warmup`` and return the named runs to make.
+
+    The points are those of :func:`run_points`, in a fixed order: run ``i`` is point ``i``.
+    """
     warm = Run(base, out / "warmup")
     warm.prepare(resume=True)
     warm.warm_up()
@@ -101,23 +123,26 @@ def run_points(
             ]
         else:
             named += _ladder_points(warm, config, points or 5, prefix)
-    results: list[dict[str, Any]] = []
-    run_dirs = []
-    shared = out / "warmup" / "checkpoints" / "warmup.pt"
-    for name, config in named:
-        run_dir = out / name
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        if not (run_dir / "checkpoints" / "warmup.pt").exists():
-            shutil.copyfile(shared, run_dir / "checkpoints" / "warmup.pt")
-        if resume and (run_dir / "result.json").exists():
-            results.append(json.loads((run_dir / "result.json").read_text()))
-        else:
-            print(f"{name}: strength {config.strength:g}, target {config.target}")
-            results.append(Run(config, run_dir).run(resume=True))
-        run_dirs.append(run_dir)
-    summary = write_report(run_dirs, out / "report", cost=REPORT_COST[base.cost])
-    summary["results"] = results
-    return summary
+    return named
+
+
+def run_point(out: Path, name: str, config: RunConfig, resume: bool = False) -> dict[str, Any]:
+    """Run one point of a sweep into ``out/name``, starting from the shared warm-up.
+
+    With ``resume`` a finished point is read back and an interrupted one continues from its
+    last checkpoint.
+    """
+    run_dir = out / name
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "checkpoints" / "warmup.pt").exists():
+        shared = out / "warmup" / "checkpoints" / "warmup.pt"
+        tmp = run_dir / "checkpoints" / "warmup.pt.tmp"
+        shutil.copyfile(shared, tmp)  # copied whole or not at all: a killed copy is redone
+        tmp.replace(run_dir / "checkpoints" / "warmup.pt")
+    if resume and (run_dir / "result.json").exists():
+        return dict(json.loads((run_dir / "result.json").read_text()))
+    print(f"{name}: strength {config.strength:g}, target {config.target}")
+    return Run(config, run_dir).run(resume=True)
 
 
 def sweep(
