@@ -1,0 +1,118 @@
+# SPDX-License-Identifier: Apache-2.0
+# Does the artifact compute what was searched? Accuracy of the frozen model, the integer-only
+# reference and the compiled C program on the same data; artifact bytes against the costs.
+"""Export fidelity benchmark.
+
+For every finished run of a benchmark folder (by default the Pareto points of
+pareto_fashion_mnist, seed 0): rebuild the final frozen model from its checkpoints, export it as
+packed and C, and evaluate on the test set (a) the frozen model (integer-exact simulation),
+(b) the integer-only reference read back from the packed file, (c) the C program built with the
+host gcc. Also records the packed weight payload against the ``size`` cost, the file length
+against the ``flash`` cost, and the C arena against the ``ram`` cost. Run:
+
+    python benchmarks/export_fidelity.py --runs benchmarks/results/pareto_fashion_mnist/seed-0 \
+        --out benchmarks/results/export_fidelity
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import zerobit as zb
+from zerobit.data import load_dataset
+from zerobit.export import load_artifact, read_manifest
+from zerobit.export.packed import packed_runs
+from zerobit.train.run import Run, RunConfig
+
+
+def _accuracy(model: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(y), batch):
+            logits = model(x[start : start + batch])
+            correct += int((logits.argmax(dim=1) == y[start : start + batch]).sum())
+    return correct / len(y)
+
+
+def _agreement(a: Any, b: Any, x: torch.Tensor, batch: int = 1000) -> tuple[int, float]:
+    """Samples whose logits differ at all, and the largest absolute difference."""
+    differing, largest = 0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            la, lb = a(x[start : start + batch]), b(x[start : start + batch])
+            diff = (la - lb).abs().reshape(len(la), -1).amax(dim=1)
+            differing += int((diff > 0).sum())
+            largest = max(largest, float(diff.max()))
+    return differing, largest
+
+
+def measure(run_dir: Path, samples: int | None) -> dict[str, Any]:
+    """Export one run and compare its three executions and its bytes."""
+    config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    frozen = Run(config, run_dir).load_frozen()
+    data = load_dataset(config.dataset, config.data_dir, seed=config.seed)
+    x, y = data.test[:samples] if samples else data.test[:]
+    with tempfile.TemporaryDirectory() as tmp:
+        packed_path = zb.export(frozen, x[:64], "packed", Path(tmp) / "packed")
+        c_dir = Path(tmp) / "c"
+        zb.export(frozen, x[:64], "c", c_dir)
+        manifest = read_manifest(c_dir)
+        reference = load_artifact(packed_path)
+        program = load_artifact(c_dir)
+        runs = packed_runs(packed_path.read_bytes())
+        payload = sum(run.weight_bytes for run in runs)
+        size_bits = zb.cost.evaluate(frozen, "size")
+        row = {
+            "run": run_dir.name,
+            "samples": len(y),
+            "accuracy_frozen": _accuracy(frozen, x, y),
+            "accuracy_integer_reference": _accuracy(reference, x, y),
+            "accuracy_c": _accuracy(program, x, y),
+            "samples_differing_reference_vs_frozen": _agreement(reference, frozen, x)[0],
+            "samples_differing_c_vs_frozen": _agreement(program, frozen, x)[0],
+            "size_cost_bits": size_bits,
+            "packed_payload_bits": sum(run.weight_bits for run in runs),
+            "packed_payload_bytes": payload,
+            "flash_cost_bytes": zb.cost.evaluate(frozen, "flash"),
+            "packed_file_bytes": packed_path.stat().st_size,
+            "ram_cost_bytes": zb.cost.evaluate(frozen, "ram"),
+            "c_arena_bytes": manifest["c"]["arena_bytes"],
+            "cortex_m4": manifest.get("cortex_m4"),
+        }
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument(
+        "--runs", type=Path, default=Path("benchmarks/results/pareto_fashion_mnist/seed-0")
+    )
+    parser.add_argument("--samples", type=int, default=0, help="test samples (0: all)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/export_fidelity"))
+    args = parser.parse_args()
+    run_dirs = sorted(
+        p.parent for p in args.runs.glob("*/result.json") if p.parent.name != "warmup"
+    )
+    rows = []
+    for run_dir in run_dirs:
+        row = measure(run_dir, args.samples or None)
+        rows.append(row)
+        print(
+            f"{row['run']:22s} frozen {row['accuracy_frozen']:.4f} reference "
+            f"{row['accuracy_integer_reference']:.4f} C {row['accuracy_c']:.4f}; differing "
+            f"{row['samples_differing_reference_vs_frozen']}/{row['samples_differing_c_vs_frozen']}"
+            f"; file {row['packed_file_bytes']} B = flash {row['flash_cost_bytes']}",
+            flush=True,
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "export_fidelity.json").write_text(json.dumps({"rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
