@@ -29,6 +29,8 @@ from zerobit.train.run import Run, RunConfig
 FIXED = ("w8a8", "w4a8", "w2a8")
 COST = "size_bytes"
 METRIC = "val_accuracy"
+#: Accuracy tolerance (absolute) of the relaxed iso-accuracy comparisons.
+TOLERANCE = 0.005
 #: Size budgets of each searched method, as fractions of the all-8-bit model's weight bits:
 #: each method's ladder spans the part of its reachable range where accuracy is still useful
 #: (layer-wise mixed precision cannot go below all-2-bit, 25 %; the sequential flow's first
@@ -116,6 +118,11 @@ def _seed_summary(seed_dir: Path) -> dict[str, Any]:
         if name in points:
             cost, accuracy = points[name][0]
             summary[f"reduction_vs_{name}"] = _reduction(joint, cost, accuracy)
+            # The same within TOLERANCE of its accuracy: short fine-tuning leaves the joint front
+            # a few tenths of a point under w8a8 at its top, within the seeds' spread.
+            summary[f"reduction_vs_{name}_within_tolerance"] = _reduction(
+                joint, cost, accuracy - TOLERANCE
+            )
     # Against the best baseline front: at the accuracy of each of its points that the joint
     # front reaches.
     reductions = [r for c, a in best if (r := _reduction(joint, c, a)) is not None]
@@ -167,13 +174,17 @@ def analyze(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
         "metric": METRIC,
         "seeds": per_seed,
     }
-    for key in ("reduction_vs_w8a8", "reduction_vs_w2a8"):
-        summary[key] = _mean_spread([s.get(key) for s in per_seed.values()])
+    for name in ("w8a8", "w2a8"):
+        for key in (f"reduction_vs_{name}", f"reduction_vs_{name}_within_tolerance"):
+            summary[key] = _mean_spread([s.get(key) for s in per_seed.values()])
+    summary["tolerance"] = TOLERANCE
     summary["reduction_vs_best_baseline"] = _mean_spread(
         [s.get("reduction_vs_best_baseline", {}).get("mean") for s in per_seed.values()]
     )
-    summary["joint_dominated_by_no_baseline"] = all(
-        not s.get("joint_points_dominated_by_a_baseline", [None]) for s in per_seed.values()
+    summary["joint_dominated_by_no_baseline"] = (
+        all(not s.get("joint_points_dominated_by_a_baseline", [None]) for s in per_seed.values())
+        if per_seed
+        else None
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     if per_seed:
@@ -210,7 +221,12 @@ def main(
             print(f"seed {seed}: {time.perf_counter() - start:.0f} s")
             analyze(out, seeds)  # partial results after each seed
     summary = analyze(out, seeds)
-    for key in ("reduction_vs_w8a8", "reduction_vs_w2a8", "reduction_vs_best_baseline"):
+    for key in (
+        "reduction_vs_w8a8",
+        "reduction_vs_w8a8_within_tolerance",
+        "reduction_vs_w2a8",
+        "reduction_vs_best_baseline",
+    ):
         print(f"{key}: {summary[key]['mean']} (std {summary[key]['std']})")
     print(f"joint front dominated by no baseline: {summary['joint_dominated_by_no_baseline']}")
     print(f"partial: {summary['partial']}")
