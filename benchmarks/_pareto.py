@@ -187,6 +187,7 @@ def analyze(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
         else None
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(summary))
     if per_seed:
         first = out / f"seed-{min(per_seed)}"
         runs = [
@@ -196,6 +197,41 @@ def analyze(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
         ]
         plot_pareto(runs, out / "pareto.png", cost=COST, metric=METRIC, log_x=True)
     return summary
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as markdown tables (what docs/benchmarks.md shows)."""
+    rows = [
+        ("vs w8a8, at its accuracy", "reduction_vs_w8a8"),
+        (f"vs w8a8, within {100 * TOLERANCE:.1f} pt of it", "reduction_vs_w8a8_within_tolerance"),
+        ("vs w2a8, at its accuracy", "reduction_vs_w2a8"),
+        ("vs the best baseline front (mean over its points)", "reduction_vs_best_baseline"),
+    ]
+    lines = [
+        "| size reduction of the joint front | mean | std | per seed |",
+        "|---|---:|---:|---|",
+    ]
+    for label, key in rows:
+        entry = summary[key]
+        values = ", ".join(_percent(v) for v in entry["values"])
+        std = "n/a" if entry["std"] is None else f"{100 * entry['std']:.1f} pt"
+        lines.append(f"| {label} | {_percent(entry['mean'])} | {std} | {values} |")
+    lines += ["", "| seed | method | size (B) | val accuracy |", "|---|---|---:|---:|"]
+    for seed, per in summary["seeds"].items():
+        front = {(c, a) for c, a in per["joint_front"]}
+        for method, points in sorted(per["points"].items()):
+            for cost, accuracy in points:
+                mark = " (front)" if method == "joint" and (cost, accuracy) in front else ""
+                lines.append(f"| {seed} | {method}{mark} | {cost:,.0f} | {100 * accuracy:.2f} % |")
+    verdict = summary["joint_dominated_by_no_baseline"]
+    lines += ["", f"Joint front dominated by no baseline point: {verdict}."]
+    if summary["partial"]:
+        lines.append(f"Partial: {len(summary['missing_runs'])} runs missing.")
+    return "\n".join(lines) + "\n"
 
 
 def main(

@@ -106,7 +106,34 @@ def analyze(out: Path) -> dict[str, Any]:
         )
     plot_pareto(runs, out / "pareto_size.png", cost="size_bytes", metric=METRIC)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.md").write_text(markdown(summary))
     return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as markdown tables (what docs/benchmarks.md shows)."""
+    lines = [
+        "| driven by | run | val accuracy | size (B) | MPIC cycles | NE16 cycles |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for driver, points in summary["points"].items():
+        for p in points:
+            lines.append(
+                f"| {driver} | {p['name']} | {100 * p[METRIC]:.2f} % | {p['size_bytes']:,.0f} | "
+                f"{p['mpic_cycles']:,.0f} | {p['ne16_cycles']:,.0f} |"
+            )
+    lines += [
+        "",
+        "| cost | reduction of the own-cost front vs the size-driven front (mean, max) | points |",
+        "|---|---|---:|",
+    ]
+    for key, value in summary["reductions"].items():
+        mean = "n/a" if value["mean"] is None else f"{100 * value['mean']:.1f} %"
+        top = "n/a" if value["max"] is None else f"{100 * value['max']:.1f} %"
+        lines.append(f"| {key} | {mean}, {top} | {value['points_compared']} |")
+    if summary["partial"]:
+        lines.append("\nPartial: some runs are missing.")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
