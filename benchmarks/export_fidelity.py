@@ -112,6 +112,28 @@ def main() -> None:
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "export_fidelity.json").write_text(json.dumps({"rows": rows}, indent=2))
+    (args.out / "export_fidelity.md").write_text(markdown(rows))
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table (what docs/benchmarks.md shows)."""
+    lines = [
+        "| run | test acc. frozen / reference / C | images with any logit differing "
+        "(reference, C) | payload B / size cost bits | file B / flash | arena B / ram | "
+        "Cortex-M4 text B |",
+        "|---|---|---|---|---|---|---:|",
+    ]
+    for r in rows:
+        arm = r["cortex_m4"]["text"] if r["cortex_m4"] else "n/a"
+        lines.append(
+            f"| {r['run']} | {100 * r['accuracy_frozen']:.2f} / "
+            f"{100 * r['accuracy_integer_reference']:.2f} / {100 * r['accuracy_c']:.2f} % | "
+            f"{r['samples_differing_reference_vs_frozen']}, {r['samples_differing_c_vs_frozen']} "
+            f"of {r['samples']} | {r['packed_payload_bytes']:,} / {r['size_cost_bits']:,} | "
+            f"{r['packed_file_bytes']:,} / {r['flash_cost_bytes']:,} | {r['c_arena_bytes']:,} / "
+            f"{r['ram_cost_bytes']:,} | {arm} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
