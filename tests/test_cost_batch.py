@@ -51,7 +51,7 @@ def _check_twin(function, specs: list[LayerSpec]) -> None:  # type: ignore[no-un
     assert batched is not None
     value = batched(LayerBatch.from_specs(specs))
     assert value.dim() == 0
-    assert float(value.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
     grads_expected = torch.autograd.grad(expected, leaves, allow_unused=True)
     grads = torch.autograd.grad(value, leaves, allow_unused=True)
     for got, want in zip(grads, grads_expected):
