@@ -3,15 +3,15 @@
 # reference and the compiled C program on the same data; artifact bytes against the costs.
 """Export fidelity benchmark.
 
-For every finished run of a benchmark folder (by default the Pareto points of
-pareto_fashion_mnist, seed 0): rebuild the final frozen model from its checkpoints, export it as
+For every finished run of a benchmark folder that ``--select`` matches (by default the Pareto
+points of pareto_fashion_mnist, seed 0): rebuild the final frozen model from its checkpoints, export it as
 packed and C, and evaluate on the test set (a) the frozen model (integer-exact simulation),
 (b) the integer-only reference read back from the packed file, (c) the C program built with the
 host gcc. Also records the packed weight payload against the ``size`` cost, the file length
 against the ``flash`` cost, and the C arena against the ``ram`` cost. Run:
 
     python benchmarks/export_fidelity.py --runs benchmarks/results/pareto_fashion_mnist/seed-0 \
-        --out benchmarks/results/export_fidelity
+        --samples 2000 --select "[jw]*" --out benchmarks/results/export_fidelity
 """
 
 from __future__ import annotations
@@ -31,25 +31,18 @@ from zerobit.export.packed import packed_runs
 from zerobit.train.run import Run, RunConfig
 
 
-def _accuracy(model: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    correct = 0
+def _logits(model: Any, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
     with torch.no_grad():
-        for start in range(0, len(y), batch):
-            logits = model(x[start : start + batch])
-            correct += int((logits.argmax(dim=1) == y[start : start + batch]).sum())
-    return correct / len(y)
+        return torch.cat([model(x[start : start + batch]) for start in range(0, len(x), batch)])
 
 
-def _agreement(a: Any, b: Any, x: torch.Tensor, batch: int = 1000) -> tuple[int, float]:
-    """Samples whose logits differ at all, and the largest absolute difference."""
-    differing, largest = 0, 0.0
-    with torch.no_grad():
-        for start in range(0, len(x), batch):
-            la, lb = a(x[start : start + batch]), b(x[start : start + batch])
-            diff = (la - lb).abs().reshape(len(la), -1).amax(dim=1)
-            differing += int((diff > 0).sum())
-            largest = max(largest, float(diff.max()))
-    return differing, largest
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(dim=1) == y).float().mean())
+
+
+def _differing(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Samples whose logits differ at all."""
+    return int(((a - b).abs().reshape(len(a), -1).amax(dim=1) > 0).sum())
 
 
 def measure(run_dir: Path, samples: int | None) -> dict[str, Any]:
@@ -68,14 +61,17 @@ def measure(run_dir: Path, samples: int | None) -> dict[str, Any]:
         runs = packed_runs(packed_path.read_bytes())
         payload = sum(run.weight_bytes for run in runs)
         size_bits = zb.cost.evaluate(frozen, "size")
+        frozen_logits = _logits(frozen, x)
+        reference_logits = _logits(reference, x)
+        c_logits = _logits(program, x)
         row = {
             "run": run_dir.name,
             "samples": len(y),
-            "accuracy_frozen": _accuracy(frozen, x, y),
-            "accuracy_integer_reference": _accuracy(reference, x, y),
-            "accuracy_c": _accuracy(program, x, y),
-            "samples_differing_reference_vs_frozen": _agreement(reference, frozen, x)[0],
-            "samples_differing_c_vs_frozen": _agreement(program, frozen, x)[0],
+            "accuracy_frozen": _accuracy(frozen_logits, y),
+            "accuracy_integer_reference": _accuracy(reference_logits, y),
+            "accuracy_c": _accuracy(c_logits, y),
+            "samples_differing_reference_vs_frozen": _differing(reference_logits, frozen_logits),
+            "samples_differing_c_vs_frozen": _differing(c_logits, frozen_logits),
             "size_cost_bits": size_bits,
             "packed_payload_bits": sum(run.weight_bits for run in runs),
             "packed_payload_bytes": payload,
@@ -94,10 +90,11 @@ def main() -> None:
         "--runs", type=Path, default=Path("benchmarks/results/pareto_fashion_mnist/seed-0")
     )
     parser.add_argument("--samples", type=int, default=0, help="test samples (0: all)")
+    parser.add_argument("--select", default="*", help="glob of the run folders to measure")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/export_fidelity"))
     args = parser.parse_args()
     run_dirs = sorted(
-        p.parent for p in args.runs.glob("*/result.json") if p.parent.name != "warmup"
+        p.parent for p in args.runs.glob(f"{args.select}/result.json") if p.parent.name != "warmup"
     )
     rows = []
     for run_dir in run_dirs:
