@@ -4,11 +4,11 @@
 """Export fidelity benchmark.
 
 For every finished run of a benchmark folder that ``--select`` matches (by default the Pareto
-points of pareto_fashion_mnist, seed 0): rebuild the final frozen model from its checkpoints, export it as
-packed and C, and evaluate on the test set (a) the frozen model (integer-exact simulation),
-(b) the integer-only reference read back from the packed file, (c) the C program built with the
-host gcc. Also records the packed weight payload against the ``size`` cost, the file length
-against the ``flash`` cost, and the C arena against the ``ram`` cost. Run:
+points of pareto_fashion_mnist, seed 0): rebuild the final frozen model from its checkpoints,
+export it as packed and C, and evaluate on the test set (a) the frozen model (integer-exact
+simulation), (b) the integer-only reference read back from the packed file, (c) the C program
+built with the host gcc. Also records the packed weight payload against the ``size`` cost, the
+file length against the ``flash`` cost, and the C arena against the ``ram`` cost. Run:
 
     python benchmarks/export_fidelity.py --runs benchmarks/results/pareto_fashion_mnist/seed-0 \
         --samples 2000 --select "[jw]*" --out benchmarks/results/export_fidelity
