@@ -407,7 +407,11 @@ class SearchModel(nn.Module):
     ) -> list[LayerSpec]:
         """Cost-model specs from the current logits (soft in training, discrete in eval)."""
         train = self.training if train is None else train
-        channels, act_probs = self._step_probs(train)
+        return self._specs(*self._step_probs(train), detach_inputs)
+
+    def _specs(
+        self, channels: list[torch.Tensor], act_probs: list[torch.Tensor], detach_inputs: bool
+    ) -> list[LayerSpec]:
         return build_layer_specs(
             self.analysis,
             self.group_bits,
@@ -449,7 +453,7 @@ class SearchModel(nn.Module):
                     )
                 value: Any = batched(batches[term.detach_inputs])
             else:
-                specs = self.layer_specs(detach_inputs=term.detach_inputs)
+                specs = self._specs(channels, act_probs, term.detach_inputs)
                 value = sum(term.function(spec) for spec in specs)
             value = value + self.graph_cost(term.function, channels)
             out[term.name] = value if raw else value / term.reference
