@@ -284,6 +284,32 @@ class Run:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
 
+    def _reconcile_log(self) -> None:
+        """Keep the metrics lines of the epochs that the checkpoints hold, and no others.
+
+        An epoch's line is appended just before its checkpoint is written. A run killed between
+        the two leaves one line for an epoch the checkpoint lacks; that epoch runs again on
+        resume, so its stale line goes. The reverse order would lose the line for good.
+        """
+        path = self.out / "metrics.jsonl"
+        if not self.context.is_main or not path.exists():
+            return
+        done = {}
+        for phase in PHASES:
+            ckpt = self._checkpoint(phase)
+            done[phase] = int(ckpt["epoch"]) if ckpt is not None else 0
+        lines = path.read_text().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by the kill
+                continue
+            if record.get("epoch", 0) <= done.get(record.get("phase"), math.inf):
+                kept.append(line)
+        if kept != lines:
+            _atomic_write_text("".join(f"{line}\n" for line in kept), path)
+
     def _save(self, obj: Any, phase: str) -> None:
         """Write a phase checkpoint (rank 0), then let every rank read it."""
         if self.context.is_main:
@@ -340,6 +366,7 @@ class Run:
             (ck for p in reversed(PHASES) if (ck := self._checkpoint(p)) is not None), None
         )
         self.timings = dict(json.loads(latest["timings"])) if latest is not None else {}
+        self._reconcile_log()
         model = self.warm_up()
         smodel = self.search_phase(model)
         frozen = self.finetune_phase(smodel)
@@ -407,6 +434,7 @@ class Run:
                 "time_s": elapsed,
                 **extra_log(),
             }
+            self._log(record)  # before the checkpoint: see _reconcile_log
             self._save(
                 {
                     "epoch": state["epoch"],
@@ -420,7 +448,6 @@ class Run:
                 },
                 phase,
             )
-            self._log(record)
 
     def _restore(
         self,
