@@ -43,6 +43,10 @@ BUDGETS = {
 }
 
 
+#: Every method a seed runs, in order.
+METHODS = (*FIXED, *BUDGETS)
+
+
 def expected_runs() -> list[str]:
     """Names of the run folders one seed produces."""
     names = list(FIXED)
@@ -61,22 +65,33 @@ def _run(config: RunConfig, run_dir: Path, shared_warmup: Path) -> None:
     Run(config, run_dir).run(resume=True)
 
 
-def run_seed(base: RunConfig, out: Path) -> None:
-    """Run every method for one seed into ``out`` (resuming finished and interrupted runs)."""
-    warm = Run(base, out / "warmup")
-    warm.prepare(resume=True)
-    smodel = warm._convert(warm.warm_up())
+def run_seed(base: RunConfig, out: Path, methods: Sequence[str] = METHODS) -> None:
+    """Run ``methods`` for one seed into ``out`` (resuming finished and interrupted runs).
+
+    Several processes may share a seed with disjoint ``methods``: the first builds the warm-up
+    under a file lock, the others wait for it and read it.
+    """
+    from filelock import FileLock
+
+    out.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out / "warmup.lock")):
+        warm = Run(base, out / "warmup")
+        warm.prepare(resume=True)
+        smodel = warm._convert(warm.warm_up())
     reference = smodel.cost_references["size"]  # bits of the all-8-bit model
     shared = out / "warmup" / "checkpoints" / "warmup.pt"
     for method in FIXED:
-        _run(method_config(base, method), out / method, shared)
+        if method in methods:
+            _run(method_config(base, method), out / method, shared)
     for method, fractions in BUDGETS.items():
-        if method == "sequential":
+        if method == "sequential" or method not in methods:
             continue
         config = method_config(base, method)
         for i, fraction in enumerate(fractions):
             target = f"size={fraction * reference / 8:.0f}B"
             _run(replace(config, target=target), out / f"{method}-budget-{i}", shared)
+    if "sequential" not in methods:
+        return
     budgets = [fraction * reference for fraction in BUDGETS["sequential"]]
     sequential(base, out, resume=True, budgets=budgets)
 
@@ -238,7 +253,11 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def main(
-    base: RunConfig, out: Path, seeds: Sequence[int], analyze_only: bool = False
+    base: RunConfig,
+    out: Path,
+    seeds: Sequence[int],
+    analyze_only: bool = False,
+    methods: Sequence[str] = METHODS,
 ) -> dict[str, Any]:
     """Run (or resume) every seed, then analyze; prints the headline numbers."""
     out.mkdir(parents=True, exist_ok=True)
@@ -256,7 +275,7 @@ def main(
     if not analyze_only:
         for seed in seeds:
             start = time.perf_counter()
-            run_seed(replace(base, seed=seed), out / f"seed-{seed}")
+            run_seed(replace(base, seed=seed), out / f"seed-{seed}", methods)
             print(f"seed {seed}: {time.perf_counter() - start:.0f} s")
             analyze(out, seeds)  # partial results after each seed
     summary = analyze(out, seeds)
@@ -272,7 +291,15 @@ def main(
     return summary
 
 
-def cli(doc: str, dataset: str, model: str, subset: int | None, epochs: str, out: str) -> None:
+def cli(
+    doc: str,
+    dataset: str,
+    model: str,
+    subset: int | None,
+    epochs: str,
+    out: str,
+    warmup_patience: int,
+) -> None:
     """Command line of a Pareto benchmark script (its docstring is ``doc``)."""
     import argparse
 
@@ -284,6 +311,17 @@ def cli(doc: str, dataset: str, model: str, subset: int | None, epochs: str, out
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--subset", type=int, default=subset, help="training samples (0: all)")
     parser.add_argument("--epochs", default=epochs, help="warm-up, search, fine-tune epochs")
+    parser.add_argument(
+        "--warmup-patience",
+        type=int,
+        default=warmup_patience,
+        help="end the warm-up after this many epochs without a better validation accuracy",
+    )
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated subset of the methods (e.g. to split a seed over two processes)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(out))
@@ -296,9 +334,13 @@ def cli(doc: str, dataset: str, model: str, subset: int | None, epochs: str, out
         subset=args.subset or None,
         act_bits=(8,),
         cost="size",
-        warmup=PhaseConfig(warmup),
+        warmup=PhaseConfig(warmup, patience=args.warmup_patience or None),
         search=PhaseConfig(search),
         finetune=PhaseConfig(finetune),
     )
     seeds = [int(s) for s in args.seeds.split(",")]
-    main(base, args.out, seeds, args.analyze_only)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    main(base, args.out, seeds, args.analyze_only, methods)

@@ -17,4 +17,4 @@ from _pareto import cli
 
 if __name__ == "__main__":
     out = "benchmarks/results/pareto_fashion_mnist"
-    cli(__doc__ or "", "fashion-mnist", "resnet8", 4000, "3,4,2", out)
+    cli(__doc__ or "", "fashion-mnist", "resnet8", 4000, "20,4,2", out, warmup_patience=3)

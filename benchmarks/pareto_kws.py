@@ -15,4 +15,12 @@ from __future__ import annotations
 from _pareto import cli
 
 if __name__ == "__main__":
-    cli(__doc__ or "", "kws", "dscnn", 0, "6,6,3", "benchmarks/results/pareto_kws")
+    cli(
+        __doc__ or "",
+        "kws",
+        "dscnn",
+        0,
+        "20,6,3",
+        "benchmarks/results/pareto_kws",
+        warmup_patience=3,
+    )
