@@ -40,7 +40,13 @@ BUDGETS = {
     "pruning": (0.6, 0.4, 0.27),
     "layerwise": (0.7, 0.45, 0.3),
     "sequential": (0.45, 0.27, 0.15),
+    "joint-long": (0.5, 0.33, 0.22, 0.15, 0.1),
 }
+#: The joint search given the sequential flow's total training (its fine-tuning runs the
+#: epochs of the second search and both fine-tunes): the paper's claim is about equal budgets
+#: of training, which the same-epochs-per-phase rule does not give the sequential flow.
+#: Neither a baseline nor part of the joint front: it is compared with the sequential flow.
+JOINT = ("joint", "joint-long")
 
 
 #: Every method a seed runs, in order.
@@ -65,6 +71,20 @@ def _run(config: RunConfig, run_dir: Path, shared_warmup: Path) -> None:
     Run(config, run_dir).run(resume=True)
 
 
+def _reuse_search(joint_dir: Path, run_dir: Path) -> None:
+    """Start a joint-long run from the finished joint run's search (the same search: only the
+    fine-tuning differs), so the search is not run twice; resuming it is exact."""
+    source = joint_dir / "checkpoints" / "search.pt"
+    if not (joint_dir / "result.json").exists() or (run_dir / "checkpoints" / "search.pt").exists():
+        return
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, run_dir / "checkpoints" / "search.pt.tmp")
+    lines = (joint_dir / "metrics.jsonl").read_text().splitlines()
+    search = [line for line in lines if json.loads(line)["phase"] == "search"]
+    (run_dir / "metrics.jsonl").write_text("".join(f"{line}\n" for line in search))
+    (run_dir / "checkpoints" / "search.pt.tmp").replace(run_dir / "checkpoints" / "search.pt")
+
+
 def run_seed(base: RunConfig, out: Path, methods: Sequence[str] = METHODS) -> None:
     """Run ``methods`` for one seed into ``out`` (resuming finished and interrupted runs).
 
@@ -86,10 +106,16 @@ def run_seed(base: RunConfig, out: Path, methods: Sequence[str] = METHODS) -> No
     for method, fractions in BUDGETS.items():
         if method == "sequential" or method not in methods:
             continue
-        config = method_config(base, method)
+        config = method_config(base, method.removesuffix("-long"))
+        if method == "joint-long":
+            epochs = base.search.epochs + 2 * base.finetune.epochs
+            config = replace(config, method=method, finetune=replace(base.finetune, epochs=epochs))
         for i, fraction in enumerate(fractions):
             target = f"size={fraction * reference / 8:.0f}B"
-            _run(replace(config, target=target), out / f"{method}-budget-{i}", shared)
+            run_dir = out / f"{method}-budget-{i}"
+            if method == "joint-long":
+                _reuse_search(out / f"joint-budget-{i}", run_dir)
+            _run(replace(config, target=target), run_dir, shared)
     if "sequential" not in methods:
         return
     budgets = [fraction * reference for fraction in BUDGETS["sequential"]]
@@ -104,6 +130,18 @@ def _reduction(joint: Sequence[tuple[float, float]], cost: float, accuracy: floa
     """1 - joint cost / ``cost`` at ``accuracy`` (None if the joint front never reaches it)."""
     joint_cost = interpolate_front(joint, accuracy)
     return None if joint_cost is None else 1.0 - joint_cost / cost
+
+
+def _dominated(
+    front: Sequence[tuple[float, float]], others: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Points of ``front`` that some point of ``others`` dominates (no costlier, no less
+    accurate, strictly better in one)."""
+    return [
+        j
+        for j in front
+        if any(b[0] <= j[0] and b[1] >= j[1] and (b[0] < j[0] or b[1] > j[1]) for b in others)
+    ]
 
 
 def _seed_summary(seed_dir: Path) -> dict[str, Any]:
@@ -122,7 +160,7 @@ def _seed_summary(seed_dir: Path) -> dict[str, Any]:
         )
         timings.setdefault(run.method, []).append(train_s)
     joint = _front(points.get("joint", []))
-    baseline_points = [p for m, ps in points.items() if m != "joint" for p in ps]
+    baseline_points = [p for m, ps in points.items() if m not in JOINT for p in ps]
     best = _front(baseline_points)
     summary: dict[str, Any] = {
         "points": {m: sorted(ps) for m, ps in points.items()},
@@ -151,13 +189,18 @@ def _seed_summary(seed_dir: Path) -> dict[str, Any]:
     }
     # A joint front point is dominated if some baseline point is no costlier and no less
     # accurate, and strictly better in one.
-    dominated = [
-        j
-        for j in joint
-        if any(b[0] <= j[0] and b[1] >= j[1] and (b[0] < j[0] or b[1] > j[1]) for b in best)
-    ]
-    summary["joint_points_dominated_by_a_baseline"] = dominated
-    everything = [(c, a, m) for m, ps in points.items() for c, a in ps]
+    summary["joint_points_dominated_by_a_baseline"] = _dominated(joint, best)
+    long = _front(points.get("joint-long", []))
+    sequential_front = _front(points.get("sequential", []))
+    if long and sequential_front:  # equal total training: against the sequential flow only
+        compared = [r for c, a in sequential_front if (r := _reduction(long, c, a)) is not None]
+        summary["equal_training"] = {
+            "joint_long_front": long,
+            "reduction_vs_sequential": statistics.mean(compared) if compared else None,
+            "points_compared": len(compared),
+            "dominated_by_sequential": _dominated(long, sequential_front),
+        }
+    everything = [(c, a, m) for m, ps in points.items() if m != "joint-long" for c, a in ps]
     summary["non_dominated"] = [
         {"method": everything[i][2], "size_bytes": everything[i][0], METRIC: everything[i][1]}
         for i in non_dominated([(c, a) for c, a, _ in everything])
@@ -204,6 +247,12 @@ def analyze(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
         if per_seed
         else None
     )
+    equal = [s["equal_training"] for s in per_seed.values() if "equal_training" in s]
+    summary["equal_training"] = {
+        "reduction_vs_sequential": _mean_spread([e["reduction_vs_sequential"] for e in equal]),
+        "dominated_by_sequential": sum(len(e["dominated_by_sequential"]) for e in equal),
+        "front_points": sum(len(e["joint_long_front"]) for e in equal),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "summary.md").write_text(markdown(summary))
     if per_seed:
@@ -247,6 +296,16 @@ def markdown(summary: dict[str, Any]) -> str:
                 lines.append(f"| {seed} | {method}{mark} | {cost:,.0f} | {100 * accuracy:.2f} % |")
     verdict = summary["joint_dominated_by_no_baseline"]
     lines += ["", f"Joint front dominated by no baseline point: {verdict}."]
+    equal = summary["equal_training"]
+    if equal["front_points"]:
+        entry = equal["reduction_vs_sequential"]
+        values = ", ".join(_percent(v) for v in entry["values"])
+        lines.append(
+            "At the sequential flow's total training (joint-long): size reduction against the "
+            f"sequential front {_percent(entry['mean'])} (per seed: {values}); "
+            f"{equal['dominated_by_sequential']} of {equal['front_points']} front points "
+            "dominated by a sequential point."
+        )
     if summary["partial"]:
         lines.append(f"Partial: {len(summary['missing_runs'])} runs missing.")
     return "\n".join(lines) + "\n"
