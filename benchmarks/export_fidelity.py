@@ -11,7 +11,7 @@ built with the host gcc. Also records the packed weight payload against the ``si
 file length against the ``flash`` cost, and the C arena against the ``ram`` cost. Run:
 
     python benchmarks/export_fidelity.py --runs benchmarks/results/pareto_fashion_mnist/seed-0 \
-        --samples 2000 --select "[jw]*" --out benchmarks/results/export_fidelity
+        --samples 2000 --select "joint-budget-*,w*" --out benchmarks/results/export_fidelity
 """
 
 from __future__ import annotations
@@ -90,11 +90,18 @@ def main() -> None:
         "--runs", type=Path, default=Path("benchmarks/results/pareto_fashion_mnist/seed-0")
     )
     parser.add_argument("--samples", type=int, default=0, help="test samples (0: all)")
-    parser.add_argument("--select", default="*", help="glob of the run folders to measure")
+    parser.add_argument(
+        "--select", default="*", help="comma-separated globs of the run folders to measure"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/export_fidelity"))
     args = parser.parse_args()
     run_dirs = sorted(
-        p.parent for p in args.runs.glob(f"{args.select}/result.json") if p.parent.name != "warmup"
+        {
+            p.parent
+            for pattern in args.select.split(",")
+            for p in args.runs.glob(f"{pattern}/result.json")
+            if p.parent.name != "warmup"
+        }
     )
     rows = []
     for run_dir in run_dirs:

@@ -146,7 +146,13 @@ def markdown(summary: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--subset", type=int, default=4000)
-    parser.add_argument("--epochs", default="3,4,2", help="warm-up, search, fine-tune epochs")
+    parser.add_argument("--epochs", default="20,4,2", help="warm-up, search, fine-tune epochs")
+    parser.add_argument(
+        "--warmup-patience",
+        type=int,
+        default=3,
+        help="end the warm-up after this many epochs without a better validation accuracy",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--analyze-only", action="store_true")
@@ -160,7 +166,7 @@ def main() -> None:
         subset=args.subset,
         act_bits=(8,),
         seed=args.seed,
-        warmup=PhaseConfig(warmup),
+        warmup=PhaseConfig(warmup, patience=args.warmup_patience or None),
         search=PhaseConfig(search),
         finetune=PhaseConfig(finetune),
     )
