@@ -28,6 +28,8 @@ from zerobit.quant import (
     quantize_weight,
     quantize_weight_per_channel,
     requantize,
+    requantize_float64,
+    requantize_float64_exact,
     weight_levels,
     weight_scale,
 )
@@ -129,6 +131,114 @@ def test_requantize_per_channel_dim_and_scalars():
 def test_requantize_rejects_out_of_range(acc, multiplier, shift, dim):
     with pytest.raises(ValueError):
         requantize(acc, multiplier, shift, dim=dim)
+
+
+# --- requantize_float64 -----------------------------------------------------------------------
+
+
+def float64_bounds_hold(acc: int, multiplier: int, shift: int) -> bool:
+    """The stated bounds of requantize_float64, with Python's exact integers."""
+    return abs(acc) <= 2**31 and abs(acc) * multiplier <= 2**51 and shift <= 52
+
+
+@st.composite
+def float64_rows(draw: st.DrawFn) -> tuple[int, int, int]:
+    """Any M and n <= 52, and any acc in the whole range those bounds allow for them."""
+    multiplier = draw(MULTIPLIER)
+    shift = draw(st.integers(min_value=0, max_value=52))
+    limit = min(2**31, 2**51 // max(multiplier, 1))
+    acc = draw(
+        st.one_of(
+            st.integers(min_value=-limit, max_value=limit),
+            st.sampled_from([-limit, -limit + 1, -1, 0, 1, limit - 1, limit]),
+        )
+    )
+    return acc, multiplier, shift
+
+
+@st.composite
+def float64_ties(draw: st.DrawFn) -> tuple[int, int, int]:
+    """Exact halves: acc * M = (2j + 1) * 2^(n-1), within the bounds (M a power of two)."""
+    shift = draw(st.integers(min_value=1, max_value=52))
+    # acc = odd * 2^(n-1-power) must fit in 2^31 for odd = 1
+    power = draw(st.integers(min_value=max(0, shift - 32), max_value=min(shift - 1, 30)))
+    top = min(2**31, 2**51 >> power) // 2 ** (shift - 1 - power)
+    odd = 2 * draw(st.integers(min_value=0, max_value=max((top - 1) // 2, 0))) + 1
+    acc = odd * 2 ** (shift - 1 - power) * draw(st.sampled_from([1, -1]))
+    return acc, 2**power, shift
+
+
+def check_float64_rows(rows: list[tuple[int, int, int]]) -> None:
+    acc, multiplier, shift = (torch.tensor(column, dtype=torch.int64) for column in zip(*rows))
+    expected = [naive_requantize(*row) for row in rows]
+    assert requantize(acc, multiplier, shift).tolist() == expected
+    out = requantize_float64(acc.to(torch.float64), multiplier, shift)
+    assert out.dtype == torch.float64
+    assert [int(v) for v in out.tolist()] == expected
+    small = acc.abs() < 2**24  # float32 holds these accumulators exactly
+    if bool(small.any()):
+        out32 = requantize_float64(acc[small].float(), multiplier[small], shift[small])
+        assert [int(v) for v in out32.tolist()] == [e for e, k in zip(expected, small) if k]
+
+
+@PROFILE
+@given(st.lists(st.one_of(float64_rows(), float64_ties()), min_size=1, max_size=64))
+def test_requantize_float64_equals_requantize_within_its_bounds(rows):
+    for acc, multiplier, shift in rows:
+        assert float64_bounds_hold(acc, multiplier, shift)
+        assert requantize_float64_exact(abs(acc), multiplier, shift)
+    check_float64_rows(rows)
+
+
+@PROFILE
+@given(st.lists(st.tuples(ACC, MULTIPLIER, SHIFT), min_size=1, max_size=64))
+def test_requantize_float64_exact_states_the_bounds_over_the_whole_range(rows):
+    held = [row for row in rows if float64_bounds_hold(*row)]
+    for acc, multiplier, shift in rows:
+        expected = float64_bounds_hold(acc, multiplier, shift)
+        assert requantize_float64_exact(abs(acc), multiplier, shift) == expected
+    if held:
+        check_float64_rows(held)
+
+
+def test_requantize_float64_edges_and_per_channel_bounds():
+    rows = [
+        (sign * (2**51 // m), m, n)
+        for m in (1, 3, 2**20 + 1, 2**30, 2**31 - 1)
+        for n in (0, 1, 31, 52)
+        for sign in (1, -1)
+        if 2**51 // m <= 2**31
+    ]
+    rows += [(a, 0, n) for a in (-(2**31), 2**31) for n in (0, 52)]
+    check_float64_rows(rows)
+    multiplier = torch.tensor([2**30, 2**31 - 1, 0])
+    shift = torch.tensor([40, 52, 0])
+    assert requantize_float64_exact(torch.tensor([2**21, 2**20, 2**31]), multiplier, shift)
+    assert not requantize_float64_exact(torch.tensor([2**21 + 1, 0, 0]), multiplier, shift)
+    assert not requantize_float64_exact(2**31 + 1, 0, 0)
+    assert not requantize_float64_exact(0, 1, 53)
+    generator = torch.Generator().manual_seed(0)
+    acc = torch.randint(-(2**20), 2**20, (2, 3, 4, 5), generator=generator)
+    out = requantize_float64(acc.float(), multiplier, shift, dim=1)
+    assert torch.equal(out, requantize(acc, multiplier, shift, dim=1).double())
+
+
+@pytest.mark.parametrize(
+    ("call", "args"),
+    [
+        (requantize_float64, (torch.tensor([1]), 1, 0)),
+        (requantize_float64, (torch.tensor([1.0]), 2**31, 0)),
+        (requantize_float64, (torch.tensor([1.0]), 1, 63)),
+        (requantize_float64, (torch.zeros(2, 3), torch.ones(2, dtype=torch.int64), 0, 1)),
+        (requantize_float64_exact, (-1, 1, 0)),
+        (requantize_float64_exact, (1.5, 1, 0)),
+        (requantize_float64_exact, (1, -1, 0)),
+        (requantize_float64_exact, (1, 1, 63)),
+    ],
+)
+def test_requantize_float64_rejects_bad_arguments(call, args):
+    with pytest.raises(ValueError):
+        call(*args)
 
 
 # --- quantize_multiplier ----------------------------------------------------------------------

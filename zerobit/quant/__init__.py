@@ -20,6 +20,8 @@ from zerobit.quant.primitives import (
     quantize_weight,
     quantize_weight_per_channel,
     requantize,
+    requantize_float64,
+    requantize_float64_exact,
     weight_levels,
     weight_scale,
 )
@@ -55,6 +57,8 @@ __all__ = [
     "quantize_weight",
     "quantize_weight_per_channel",
     "requantize",
+    "requantize_float64",
+    "requantize_float64_exact",
     "round_ste",
     "weight_levels",
     "weight_scale",

@@ -13,7 +13,8 @@ Conventions (zerobit Part A items 7-9):
   ``codes = clamp(round_half_even(x / s), lo, hi)``.
 * Bias: int32 codes on the scale ``s_in * s_w[c]`` (float64 division); 0 where that scale is 0.
 * Requantization: ``floor((acc * M + 2^(n-1)) / 2^n)`` in int64, the one rounding every backend
-  ports (:func:`requantize`).
+  ports (:func:`requantize`); :func:`requantize_float64` computes the same integers faster in
+  float64 within bounds that :func:`requantize_float64_exact` checks.
 
 Every division is an IEEE division (not a multiplication by a reciprocal) and every rounding is
 round-half-to-even unless stated, so the results are reproducible bit for bit in other languages.
@@ -46,6 +47,8 @@ __all__ = [
     "quantize_weight",
     "quantize_weight_per_channel",
     "requantize",
+    "requantize_float64",
+    "requantize_float64_exact",
     "weight_levels",
     "weight_scale",
 ]
@@ -62,6 +65,9 @@ INT32_MAX = 2**31 - 1
 _ACC_LIMIT = 2**31
 _MULTIPLIER_LIMIT = 2**31
 _MAX_SHIFT = 62
+# requantize_float64() is exact while |acc * M| <= 2^51 and n <= 52 (proof in its docstring).
+_FLOAT64_PRODUCT_LIMIT = 2**51
+_FLOAT64_MAX_SHIFT = 52
 
 
 def check_weight_bits(bits: int) -> None:
@@ -495,20 +501,106 @@ def requantize(
     if acc.dtype.is_floating_point or acc.dtype.is_complex or acc.dtype == torch.bool:
         raise ValueError(f"acc must be an integer tensor, got {acc.dtype}")
     acc = acc.to(torch.int64)
-    multiplier = _integer_argument(multiplier, acc, "multiplier")
-    shift = _integer_argument(shift, acc, "shift")
+    multiplier, shift = _requantize_arguments(multiplier, shift, acc)
     if acc.numel():
         low, high = torch.aminmax(acc)
         if low < -_ACC_LIMIT or high > _ACC_LIMIT:
             raise ValueError(f"acc must lie in [-2^31, 2^31], got [{int(low)}, {int(high)}]")
-    if multiplier.numel() and not (multiplier.min() >= 0 and multiplier.max() < _MULTIPLIER_LIMIT):
-        raise ValueError("multiplier must lie in [0, 2^31)")
-    if shift.numel() and not (shift.min() >= 0 and shift.max() <= _MAX_SHIFT):
-        raise ValueError(f"shift must lie in [0, {_MAX_SHIFT}]")
     multiplier = _broadcast_along(multiplier, acc, dim)
     shift = _broadcast_along(shift, acc, dim)
     half = torch.where(shift > 0, torch.ones_like(shift) << (shift - 1).clamp(min=0), 0)
     return (acc * multiplier + half) >> shift
+
+
+def requantize_float64_exact(
+    acc_bound: Tensor | int, multiplier: Tensor | int, shift: Tensor | int
+) -> bool:
+    """Tell whether :func:`requantize_float64` equals :func:`requantize` for these arguments.
+
+    It does for every integer ``acc`` with ``|acc| <= acc_bound`` when ``acc_bound <= 2^31``
+    (the range :func:`requantize` accepts), ``acc_bound * M <= 2^51`` and ``n <= 52``, entry by
+    entry after broadcasting; the proof is in :func:`requantize_float64`.
+
+    Args:
+        acc_bound: Bound on ``|acc|``: a Python int or an integer tensor broadcastable against
+            ``multiplier`` and ``shift`` (e.g. one bound per output channel).
+        multiplier: ``M`` as for :func:`requantize` (without ``dim``).
+        shift: ``n`` as for :func:`requantize` (without ``dim``).
+
+    Returns:
+        True if the float64 path is exact for every such accumulator.
+
+    Raises:
+        ValueError: If an argument is not an integer or out of :func:`requantize`'s range.
+    """
+    bound = _integer_argument(acc_bound, torch.empty(0), "acc_bound")
+    multiplier, shift = _requantize_arguments(multiplier, shift, bound)
+    if bool((bound < 0).any()):
+        raise ValueError("acc_bound must be >= 0")
+    # Checked first, so that the product below stays under 2^62.
+    if bool((bound > _ACC_LIMIT).any()):
+        return False
+    return bool((bound * multiplier <= _FLOAT64_PRODUCT_LIMIT).all()) and bool(
+        (shift <= _FLOAT64_MAX_SHIFT).all()
+    )
+
+
+def requantize_float64(
+    acc: Tensor, multiplier: Tensor | int, shift: Tensor | int, dim: int | None = None
+) -> Tensor:
+    """:func:`requantize` computed in float64: ``floor(acc * (M * 2^-n) + 1/2)``.
+
+    A faster equivalent for accumulators held as integer-valued floats (what the frozen model's
+    convolutions produce), exact only within the bounds that :func:`requantize_float64_exact`
+    checks; callers fall back to :func:`requantize` outside them. Proof: ``f = M * 2^-n`` is
+    exact (M has at most 31 significant bits, ``2^-62`` is a normal float64); with
+    ``|acc * M| <= 2^51`` the product ``acc * f = (acc * M) * 2^-n`` is exact, and so is
+    ``acc * f + 1/2 = (2 * acc * M + 2^n) * 2^-(n+1)`` for ``n <= 52``, an integer of magnitude
+    at most ``2^52 + 2^52 = 2^53`` times a power of two. Its floor is then exactly
+    ``floor((acc * M + 2^(n-1)) / 2^n)``, and ``acc * M`` for ``n = 0``.
+
+    Args:
+        acc: Float32 or float64 holding integers, any shape. Not range-checked: the caller
+            bounds it with :func:`requantize_float64_exact`.
+        multiplier: ``M`` in ``[0, 2^31)``, as for :func:`requantize`.
+        shift: ``n`` in ``[0, 62]``, as for :func:`requantize`.
+        dim: As for :func:`requantize`.
+
+    Returns:
+        float64 holding integers, the broadcast shape of ``acc``, ``multiplier`` and ``shift``.
+
+    Raises:
+        ValueError: If ``acc`` is not a float tensor or ``multiplier`` or ``shift`` is out of
+            range, not integer, or has an incompatible shape.
+
+    Example:
+        >>> requantize_float64(torch.tensor([5.0, -5.0, 6.0, -6.0]), 1, 2)
+        tensor([ 1., -1.,  2., -1.], dtype=torch.float64)
+    """
+    if not acc.dtype.is_floating_point:
+        raise ValueError(f"acc must be a float tensor holding integers, got {acc.dtype}")
+    multiplier, shift = _requantize_arguments(multiplier, shift, acc)
+    # M / 2^n: both exact in float64, so the IEEE division is exact.
+    factor = multiplier.to(torch.float64) / (torch.ones_like(shift) << shift).to(torch.float64)
+    factor = _broadcast_along(factor, acc, dim)
+    out = torch.empty(
+        torch.broadcast_shapes(acc.shape, factor.shape), dtype=torch.float64, device=acc.device
+    )
+    out.copy_(acc)
+    return out.mul_(factor).add_(0.5).floor_()
+
+
+def _requantize_arguments(
+    multiplier: Tensor | int, shift: Tensor | int, like: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``multiplier`` and ``shift`` as int64 tensors on ``like``'s device, range-checked."""
+    multiplier = _integer_argument(multiplier, like, "multiplier")
+    shift = _integer_argument(shift, like, "shift")
+    if multiplier.numel() and not (multiplier.min() >= 0 and multiplier.max() < _MULTIPLIER_LIMIT):
+        raise ValueError("multiplier must lie in [0, 2^31)")
+    if shift.numel() and not (shift.min() >= 0 and shift.max() <= _MAX_SHIFT):
+        raise ValueError(f"shift must lie in [0, {_MAX_SHIFT}]")
+    return multiplier, shift
 
 
 def _integer_argument(value: Tensor | int, acc: Tensor, name: str) -> Tensor:
