@@ -19,6 +19,8 @@ from zerobit.quant import (
     quantize_multiplier,
     quantize_weight_per_channel,
     requantize,
+    requantize_float64,
+    requantize_float64_exact,
 )
 from zerobit.search.layout import GraphLayout, graph_layout
 from zerobit.search.modules import FrozenActQuantizer, SearchableLayer, _set_ref
@@ -50,12 +52,55 @@ class IntegerLayer:
     output_range: tuple[int, int] | None
 
 
+# Integers that float32 and float64 hold exactly (|x| <= 2^24 and 2^53; kept strict below).
+_FLOAT32_EXACT = 2**24
+_FLOAT64_EXACT = 2**53
+
+
+@dataclass
+class _EvalPlan:
+    """What the fast eval forward computes with, derived once from the layer's parameters.
+
+    Attributes:
+        sources: The tensors it was derived from, kept alive so that their ids stay unique.
+        state: Ids, versions and data pointers of ``sources``, and the settings it depends on.
+        params: The layer's :class:`IntegerLayer`.
+        weight: Weight codes in ``dtype``, shaped like the weight.
+        bias: Bias codes (C_out,) in ``dtype``, added by the conv/linear itself.
+        dtype: Accumulation dtype, float32 where every partial sum (bias included) is exact;
+            None where only the reference path is exact.
+        acc_bound: Static bound on ``|acc|`` per output channel, int64 (C_out,).
+        exact_float64: Whether :func:`requantize_float64` is exact for every accumulator the
+            static bound allows (otherwise each forward checks the batch's own range).
+        float_scale: ``(input_scale * weight_scale).float()`` in channel shape, for a float
+            output.
+    """
+
+    sources: tuple[torch.Tensor, ...]
+    state: tuple[Any, ...]
+    params: IntegerLayer
+    weight: torch.Tensor
+    bias: torch.Tensor
+    dtype: torch.dtype | None
+    acc_bound: torch.Tensor
+    exact_float64: bool
+    float_scale: torch.Tensor | None
+
+
 class FrozenLayer(nn.Module):
     """A conv/linear with one fixed weight bit-width per output channel (0 = pruned).
 
     Training mode fake-quantizes with straight-through estimators; eval mode computes with
     integers: int32 bias, integer accumulation, per-channel requantization by
     :func:`zerobit.quant.requantize`, exactly as the export will.
+
+    The eval forward caches its integer parameters (an ``_EvalPlan``) and requantizes with
+    :func:`zerobit.quant.requantize_float64` where that is exact; its outputs equal those of
+    the uncached int64 simulation (``force_reference = True``) bit for bit. The cache is
+    dropped by ``train()``/``eval()`` and rebuilt whenever the weight, bias, bits or a
+    quantizer's clip is replaced or changed in place (tensor version counters: optimizer steps,
+    ``load_state_dict``, ``copy_``). Changes through ``.data`` bypass version counters: call
+    ``eval()`` again after them.
     """
 
     bits: torch.Tensor
@@ -72,6 +117,9 @@ class FrozenLayer(nn.Module):
         self.register_buffer("bits", bits.to(torch.int64).clone())
         self.linear_op = SearchableLayer.linear_op.__get__(self)  # type: ignore[attr-defined]
         self.force_float64 = False  # always accumulate in float64 (tests the float32 shortcut)
+        # The uncached int64 simulation in eval mode (tests and benchmarks the fast path).
+        self.force_reference = False
+        self._plan: _EvalPlan | None = None
 
     def bind(
         self, input_quantizer: FrozenActQuantizer, output_quantizer: FrozenActQuantizer | None
@@ -87,7 +135,20 @@ class FrozenLayer(nn.Module):
         """Fake-quantized conv/linear in training, exact integer simulation in eval mode."""
         if self.training:
             return self._fake_quant_forward(x)
+        if self.force_reference:
+            return self._reference_integer_forward(x)
         return self._integer_forward(x)
+
+    def train(self, mode: bool = True) -> FrozenLayer:
+        """Set training mode (``eval()`` calls this too) and drop the eval cache."""
+        self._plan = None
+        return super().train(mode)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deepcopy without the eval cache (rebuilt on the next eval forward)."""
+        state = dict(super().__getstate__())
+        state["_plan"] = None
+        return state
 
     def _fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.bits
@@ -126,8 +187,96 @@ class FrozenLayer(nn.Module):
             act_range(out_q.bits, out_q.signed),
         )
 
+    def _eval_state(self, device: torch.device) -> tuple[tuple[torch.Tensor, ...], tuple[Any, ...]]:
+        """Return the eval plan's source tensors and a key that changes when any of them does."""
+        in_q, out_q = self.input_quantizer, self.output_quantizer
+        sources: tuple[torch.Tensor, ...] = (self.weight, self.bias, self.bits, in_q.clip)
+        out_spec = None
+        if out_q is not None:
+            sources += (out_q.clip,)
+            out_spec = (out_q.bits, out_q.signed)
+        state = (
+            device,
+            self.force_float64,
+            in_q.bits,
+            in_q.signed,
+            out_spec,
+            tuple(id(t) for t in sources),
+            tuple(t._version for t in sources),
+            tuple(t.data_ptr() for t in sources),
+        )
+        return sources, state
+
+    def _eval_plan(self, device: torch.device) -> _EvalPlan:
+        """Return the cached plan, rebuilt first if stale."""
+        sources, state = self._eval_state(device)
+        plan = self._plan
+        # The plan holds the old sources, so equal ids mean the same tensor objects.
+        if plan is None or plan.state != state:
+            plan = self._plan = self._build_plan(sources, state, device)
+        return plan
+
+    @torch.no_grad()
+    def _build_plan(
+        self, sources: tuple[torch.Tensor, ...], state: tuple[Any, ...], device: torch.device
+    ) -> _EvalPlan:
+        p = self.integer_layer()
+        in_q = self.input_quantizer
+        lo, hi = act_range(in_q.bits, in_q.signed)
+        weight_l1 = p.weight_codes.to(torch.int64).abs().flatten(1).sum(1)
+        acc_bound = max(-lo, hi) * weight_l1 + p.bias_codes.to(torch.int64).abs()
+        largest = int(acc_bound.max()) if acc_bound.numel() else 0
+        # Every partial sum, the bias included, is an integer of magnitude <= acc_bound: exact in
+        # float32 on the CPU (see the reference path for NNPACK and TF32), and in float64 below
+        # 2^53; beyond that only the reference path is trusted.
+        dtype: torch.dtype | None = None
+        if largest < _FLOAT32_EXACT and device.type == "cpu" and not self.force_float64:
+            dtype = torch.float32
+        elif largest < _FLOAT64_EXACT:
+            dtype = torch.float64
+        float_scale = exact = None
+        if p.multiplier is None:
+            float_scale = (p.input_scale * p.weight_scale).float().reshape(self._channel_shape())
+        else:
+            assert p.shift is not None
+            exact = requantize_float64_exact(acc_bound, p.multiplier, p.shift)
+        return _EvalPlan(
+            sources=sources,
+            state=state,
+            params=p,
+            weight=p.weight_codes if dtype is None else p.weight_codes.to(device, dtype),
+            bias=p.bias_codes if dtype is None else p.bias_codes.to(device, dtype),
+            dtype=dtype,
+            acc_bound=acc_bound,
+            exact_float64=bool(exact),
+            float_scale=float_scale,
+        )
+
     @torch.no_grad()
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        plan = self._eval_plan(x.device)
+        if plan.dtype is None:
+            return self._reference_integer_forward(x)
+        p = plan.params
+        codes = (x / p.input_scale).round_().to(plan.dtype)
+        with torch.backends.nnpack.flags(enabled=False):
+            acc = self.linear_op(codes, plan.weight, plan.bias)
+        if plan.float_scale is not None:
+            # An exact integer rounds to float32 the same way from float64 and from int64.
+            return acc.float() * plan.float_scale
+        assert p.multiplier is not None and p.shift is not None and p.output_range is not None
+        if not plan.exact_float64 and acc.numel():
+            # The static bound is loose (every input at its extreme); the batch's own range
+            # usually allows the float64 path anyway.
+            low, high = torch.aminmax(acc)
+            if not requantize_float64_exact(max(-int(low), int(high)), p.multiplier, p.shift):
+                return self._reference_integer_forward(x)
+        out = requantize_float64(acc, p.multiplier, p.shift, dim=1).clamp_(*p.output_range)
+        # acc is ours: reusing its memory for the float32 output saves an allocation.
+        return acc.copy_(out).mul_(p.output_scale)
+
+    @torch.no_grad()
+    def _reference_integer_forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.integer_layer()
         shape = self._channel_shape()
         codes = torch.round(x / p.input_scale)
