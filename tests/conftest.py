@@ -2,6 +2,8 @@
 # Shared fixtures: deterministic seeds, a seeded hypothesis profile, small helper models.
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from hypothesis import settings
@@ -15,6 +17,16 @@ torch.set_num_threads(2)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module's tests: its models are tiny, and one thread is faster
+    than two on a shared 2-core machine (use with ``pytestmark``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class ConcatNet(nn.Module):

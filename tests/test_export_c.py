@@ -6,7 +6,6 @@ import dataclasses
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,10 @@ from zerobit.export.c import ARM_FLAGS, RUNTIME_FILES, arm_size_report, codegen,
 from zerobit.quant import integer_avg_pool_divide, quantize_multiplier, requantize
 
 GCC = shutil.which("gcc")
-pytestmark = pytest.mark.skipif(GCC is None, reason="gcc is not installed")
+pytestmark = [
+    pytest.mark.skipif(GCC is None, reason="gcc is not installed"),
+    pytest.mark.usefixtures("one_thread"),
+]
 STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2"]
 SANITIZE = ["-fsanitize=undefined,address", "-fno-sanitize-recover=all", "-g"]
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "export.md"
@@ -41,14 +43,6 @@ CASES = (
     + [(m, s) for m in ("concat", "pool2d", "pool1d", "flatten") for s in range(3)]
     + [("mobilenetv1", 0)]
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def compile_c(sources: list[Path], target: Path, flags: list[str]) -> Path:

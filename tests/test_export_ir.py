@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -82,13 +81,7 @@ SIGNED_INPUT = {"pool1d"}
 _CACHE: dict[str, tuple[zb.SearchModel, list[torch.Tensor]]] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These models are tiny: one thread is faster than two on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_frozen(name: str, seed: int) -> tuple[zb.FrozenModel, torch.Tensor]:

@@ -10,7 +10,6 @@ import math
 import re
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,12 +38,7 @@ from zerobit.export import (
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "export.md"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def same_graph(a: IntegerGraph, b: IntegerGraph) -> bool:
