@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -155,3 +156,40 @@ def test_data_changes_need_eval_and_copies_drop_the_cache() -> None:
         frozen.eval()
         assert torch.equal(frozen(x), reference(frozen, x))
         assert not torch.equal(frozen(x), before)
+
+
+def test_loading_another_architecture_loads_its_activation_bits() -> None:
+    first, x = random_frozen("dscnn", 0)
+    second, _ = random_frozen("dscnn", 1)
+    assert first.act_bits != second.act_bits  # the two seeds draw other activation bits
+    with torch.no_grad():
+        expected = second(x)
+    buffer = io.BytesIO()  # as the run checkpoints are saved and read
+    torch.save(second.state_dict(), buffer)
+    buffer.seek(0)
+    first.load_state_dict(torch.load(buffer, weights_only=True))
+    assert first.act_bits == second.act_bits
+    assert first.layer_specs() == second.layer_specs()  # the costs follow the loaded bits
+    with torch.no_grad():
+        assert torch.equal(first(x), expected)
+        assert torch.equal(expected, reference(first, x))
+
+
+def test_a_state_without_activation_bits_keeps_the_models_own() -> None:
+    frozen, x = random_frozen("resnet8", 2)
+    bits = frozen.act_bits
+    with torch.no_grad():
+        expected = frozen(x)
+        for parameter in frozen.parameters():
+            parameter.mul_(2.0)
+    old = {k: v for k, v in copy.deepcopy(frozen).state_dict().items() if "_extra_state" not in k}
+    frozen.load_state_dict(old)  # as saved before the bits were in the state: strict, no error
+    assert frozen.act_bits == bits
+    with torch.no_grad():
+        assert not torch.equal(frozen(x), expected)  # the state was loaded, bits kept
+        assert torch.equal(frozen(x), reference(frozen, x))
+    state = frozen.state_dict()
+    key = next(k for k in state if k.endswith("_extra_state"))
+    state[key] = {"bits": 0, "signed": False}
+    with pytest.raises(ValueError, match="is not bits and signed"):
+        frozen.load_state_dict(state)

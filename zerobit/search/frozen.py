@@ -319,8 +319,18 @@ class FrozenModel(nn.Module):
         self.graph_module = graph_module
         self.analysis = analysis
         self.group_bits = group_bits
-        self.act_bits = act_bits
+        if list(act_bits) != self.act_bits:
+            raise ValueError(f"act_bits {act_bits} differ from the quantizers' {self.act_bits}")
         self._graph_layout: GraphLayout | None = None
+
+    @property
+    def act_bits(self) -> list[int]:
+        """Bit-width of each activation group, read from its quantizer.
+
+        The quantizers keep their bits in the state dict: loading the state of another
+        architecture loads its activation bits too.
+        """
+        return [q.bits for q in self.graph_module.zb_quantizers]  # type: ignore[union-attr]
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         """Run the model (integer-exact in eval mode)."""

@@ -3,6 +3,8 @@
 # activation quantizers, searchable conv/linear layers and quantized average pools.
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -249,6 +251,33 @@ class FrozenActQuantizer(nn.Module):
         self.bits = int(bits)
         self.signed = signed
         self.clip = nn.Parameter(clip.detach().clone().reshape(()))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Return the bit-width and signedness (saved in the state dict beside the clip)."""
+        return {"bits": self.bits, "signed": self.signed}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore :meth:`get_extra_state` output (the state of another architecture included).
+
+        Raises:
+            ValueError: If ``state`` is not a bit-width in [1, 32] and a signedness.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"activation quantizer state {state!r} is not bits and signed")
+        bits, signed = state.get("bits"), state.get("signed")
+        if not (isinstance(bits, int) and 1 <= bits <= 32 and isinstance(signed, bool)):
+            raise ValueError(f"activation quantizer state {state!r} is not bits and signed")
+        self.bits, self.signed = bits, signed
+
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        key = prefix + "_extra_state"
+        if key not in state_dict:  # saved before the bits were in the state: keep this model's
+            state_dict[key] = self.get_extra_state()
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
 
     def scale(self) -> torch.Tensor:
         """Return the quantization step (0-dim float32)."""

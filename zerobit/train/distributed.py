@@ -235,7 +235,8 @@ def restore_batchnorm_(model: nn.Module, originals: dict[str, type[nn.Module]]) 
 
 
 def _device_of(module: nn.Module) -> torch.device:
-    tensor = next(iter(module.state_dict().values()), None)
+    state = module.state_dict().values()
+    tensor = next((v for v in state if isinstance(v, torch.Tensor)), None)
     return torch.device("cpu") if tensor is None else tensor.device
 
 

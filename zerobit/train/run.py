@@ -2,6 +2,7 @@
 # One search run as a resumable pipeline: float warm-up, search, freeze, fine-tune, result.json.
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -157,6 +158,14 @@ def strength_at(config: RunConfig, progress: float) -> float:
     if not config.strength_ramp:
         return config.strength
     return config.strength * min(1.0, 0.01 + 0.99 * progress / 0.5)
+
+
+def _snapshot(model: nn.Module) -> dict[str, Any]:
+    """Copy the model's state dict (tensors cloned, extra state such as bits copied)."""
+    return {
+        k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
+        for k, v in model.state_dict().items()
+    }
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -420,7 +429,7 @@ class Run:
             state["epoch"] = epoch + 1
             if not select_best or value > state["best_metric"]:
                 state["best_metric"] = value
-                state["best_model"] = {k: v.clone() for k, v in model.state_dict().items()}
+                state["best_model"] = _snapshot(model)
                 state["stale"] = 0
             else:
                 state["stale"] = state.get("stale", 0) + 1
@@ -596,7 +605,7 @@ class Run:
         state = self._restore(frozen, [optimizer], ckpt)
         if ckpt is None:  # the frozen model before fine-tuning competes too
             state["best_metric"] = self._evaluate(frozen, self.data.val)
-            state["best_model"] = {k: v.clone() for k, v in frozen.state_dict().items()}
+            state["best_model"] = _snapshot(frozen)
         net = distributed.data_parallel(frozen, self.context)
 
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
