@@ -377,6 +377,13 @@ def cli(
         help="end the warm-up after this many epochs without a better validation accuracy",
     )
     parser.add_argument(
+        "--finetune-patience",
+        type=int,
+        default=0,
+        help="end each fine-tuning after this many epochs without a better validation accuracy "
+        "(0: run every fine-tuning epoch)",
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(METHODS),
         help="comma-separated subset of the methods (e.g. to split a seed over two processes)",
@@ -395,7 +402,7 @@ def cli(
         cost="size",
         warmup=PhaseConfig(warmup, patience=args.warmup_patience or None),
         search=PhaseConfig(search),
-        finetune=PhaseConfig(finetune),
+        finetune=PhaseConfig(finetune, patience=args.finetune_patience or None),
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
