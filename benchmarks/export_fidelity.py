@@ -94,7 +94,9 @@ def main() -> None:
         "--select", default="*", help="comma-separated globs of the run folders to measure"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/export_fidelity"))
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     run_dirs = sorted(
         {
             p.parent
