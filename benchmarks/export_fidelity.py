@@ -95,7 +95,14 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/export_fidelity"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw the plot of --out's JSON, measure nothing"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        rows = json.loads((args.out / "export_fidelity.json").read_text())["rows"]
+        plot(rows, args.out / "export_fidelity.png")
+        return
     torch.set_num_threads(args.threads)
     run_dirs = sorted(
         {
@@ -119,6 +126,48 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "export_fidelity.json").write_text(json.dumps({"rows": rows}, indent=2))
     (args.out / "export_fidelity.md").write_text(markdown(rows))
+    plot(rows, args.out / "export_fidelity.png")
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Left: test accuracy of the frozen model, the integer reference and the C build per run.
+    Right: the packed file against the flash cost and the C arena against the ram cost."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 4))
+    FigureCanvasAgg(figure)
+    left, right = figure.subplots(1, 2)
+    names = [r["run"] for r in rows]
+    keys = {
+        "frozen": "accuracy_frozen",
+        "integer reference": "accuracy_integer_reference",
+        "C build": "accuracy_c",
+    }
+    width = 0.8 / len(keys)
+    for j, (label, key) in enumerate(keys.items()):
+        xs = [i + (j - 1) * width for i in range(len(rows))]
+        left.bar(xs, [100 * r[key] for r in rows], width, label=label)
+    left.set_xticks(range(len(rows)), names, rotation=45, ha="right", fontsize=8)
+    left.set_ylabel(f"test accuracy (%), {rows[0]['samples']} samples")
+    low = min(100 * r["accuracy_frozen"] for r in rows)
+    left.set_ylim(max(0.0, low - 10), 100)
+    left.legend(fontsize=8)
+    left.set_title("frozen = integer reference = C")
+    for x_key, y_key, label, marker in (
+        ("flash_cost_bytes", "packed_file_bytes", "packed file vs flash cost", "o"),
+        ("ram_cost_bytes", "c_arena_bytes", "C arena vs ram cost", "s"),
+    ):
+        xs, ys = [r[x_key] for r in rows], [r[y_key] for r in rows]
+        right.scatter(xs, ys, label=label, marker=marker)
+    top = max(max(r["flash_cost_bytes"], r["ram_cost_bytes"]) for r in rows) * 1.05
+    right.plot([0, top], [0, top], color="grey", linewidth=0.8, label="equal")
+    right.set_xlabel("cost model (bytes)")
+    right.set_ylabel("artifact (bytes)")
+    right.set_title("artifact bytes = cost")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

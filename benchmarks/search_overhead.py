@@ -100,7 +100,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(CASES))
     parser.add_argument("--costs", nargs="+", default=list(COSTS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw the plot of --out, measure nothing"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        if args.out is None:
+            parser.error("--plot-only needs --out (the JSON to plot)")
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
     torch.set_num_threads(args.threads)
     native = _native.available()  # builds the kernels now, outside the timed steps
     load_before = os.getloadavg()[0]
@@ -127,6 +135,41 @@ def main() -> None:
             "results": results,
         }
         args.out.write_text(json.dumps(summary, indent=2))
+        plot(summary, args.out.with_suffix(".png"))
+
+
+#: The issue's target for the search step / float step ratio.
+TARGET = 1.3
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Bars of the median ratio per model and cost, the interquartile range, the 1.3x target."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    results = summary["results"]
+    models = list(dict.fromkeys(r["model"] for r in results))
+    costs = list(dict.fromkeys(r["cost"] for r in results))
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.8 / len(costs)
+    for j, cost in enumerate(costs):
+        rows = {r["model"]: r for r in results if r["cost"] == cost}
+        xs = [i + (j - (len(costs) - 1) / 2) * width for i, m in enumerate(models) if m in rows]
+        ys = [rows[m]["median_ratio"] for m in models if m in rows]
+        low = [rows[m]["median_ratio"] - rows[m]["ratio_p25"] for m in models if m in rows]
+        high = [rows[m]["ratio_p75"] - rows[m]["median_ratio"] for m in models if m in rows]
+        axes.bar(xs, ys, width, yerr=[low, high], capsize=3, label=cost)
+    axes.axhline(TARGET, color="black", linestyle="--", linewidth=1, label=f"target {TARGET}x")
+    axes.axhline(1.0, color="grey", linewidth=0.8)
+    axes.set_xticks(range(len(models)), models)
+    axes.set_ylabel("search step / float step (median, IQR)")
+    axes.set_ylim(0.8, max(TARGET, *(r["ratio_p75"] for r in results)) + 0.15)
+    axes.set_title(f"Search overhead, batch {results[0]['batch']}, {summary['threads']} threads")
+    axes.legend(ncols=3, fontsize=8, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":
