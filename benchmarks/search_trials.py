@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: Apache-2.0
+# Single-run trials of the joint search's dynamics (budget controller, temperature, search length,
+# size-cost detaching), each run against the Pareto benchmark's shared warm-up.
+"""Single-run trials of the joint search's dynamics.
+
+Each trial reruns one joint point of a finished Pareto benchmark seed (its warm-up checkpoint and
+protocol) with one change, patched in for this process only, and prints the result beside the
+benchmark's own run; it needs that seed's folder with its checkpoints (run the benchmark first:
+checkpoints are not committed). docs/benchmarks.md quotes these trials. Run, for example:
+
+    python benchmarks/search_trials.py --trial target-ramp --budget-index 3 --out runs/trials
+    python benchmarks/search_trials.py --shares \
+        benchmarks/results/pareto_fashion_mnist/seed-0/joint-budget-3
+
+Trials (the benchmark's 4-epoch search unless said):
+    target-ramp           the budget descends to the target along a cubic schedule over the
+                          first half of the search, steered by the argmax cost
+    target-ramp-expected  the same, steered by the expected cost of the current step
+    arch-lr               architecture learning rate 0.2 instead of 0.05
+    fast-release          the strength falls 6x faster while the argmax is under budget
+    temperature-hold      the temperature stays at its initial value for the first half
+    search8               8 search epochs instead of 4
+    no-detach             the size cost sees the effective input channels (pruning priced fully)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import zerobit.config as zb_config
+import zerobit.search.model as zb_model
+import zerobit.train.run as zb_run
+from zerobit.train.baselines import method_config
+from zerobit.train.budget import StrengthController, discrete_cost
+from zerobit.train.run import Run, RunConfig
+
+TRIALS = (
+    "target-ramp",
+    "target-ramp-expected",
+    "arch-lr",
+    "fast-release",
+    "temperature-hold",
+    "search8",
+    "no-detach",
+)
+#: Fraction of the search over which the ramped budget descends or the temperature is held.
+HALF = 0.5
+
+
+def _progress(smodel: Any) -> float:
+    """Search progress recovered from the temperature (exponential schedule)."""
+    s = smodel.sampling
+    ratio = s.final_temperature / s.initial_temperature
+    return math.log(float(smodel.temperature) / s.initial_temperature) / math.log(ratio)
+
+
+class _TrialController(StrengthController):
+    """The benchmark's controller with a ramped budget or a faster release (one trial's)."""
+
+    trial = ""
+
+    def __init__(self, target: Any, strength: float, rate: float = 0.05) -> None:
+        super().__init__(target, strength, rate)
+        self.start: float | None = None
+
+    def update(self, smodel: Any) -> float:
+        if self.trial == "target-ramp-expected":
+            with torch.no_grad():
+                cost = float(smodel.costs(raw=True)[self.target.cost])
+        else:
+            cost = discrete_cost(smodel, self.target.cost)
+        budget = self.target.value
+        if self.trial.startswith("target-ramp"):
+            self.start = cost if self.start is None else self.start
+            if self.start > budget:
+                left = max(0.0, 1.0 - _progress(smodel) / HALF)
+                budget += (self.start - budget) * left**3
+        error = math.log(max(cost, 1e-12) / budget)
+        rate = 6 * self.rate if self.trial == "fast-release" and error < 0 else self.rate
+        self.log_strength = min(
+            max(self.log_strength + rate * error, math.log(1e-3)), math.log(1e3)
+        )
+        return self.strength
+
+
+def _held_temperature(self: Any, progress: float) -> float:
+    p = min(max(float(progress), 0.0), 1.0)
+    if p < HALF:
+        return float(self.initial_temperature)
+    ratio = self.final_temperature / self.initial_temperature
+    return float(self.initial_temperature * ratio ** ((p - HALF) / (1 - HALF)))
+
+
+def patch(trial: str) -> None:
+    """Install the trial's change in this process."""
+    if trial in ("target-ramp", "target-ramp-expected", "fast-release"):
+        _TrialController.trial = trial
+        zb_run.StrengthController = _TrialController  # type: ignore[misc]
+    elif trial == "temperature-hold":
+        zb_config.Sampling.temperature = _held_temperature  # type: ignore[method-assign]
+    elif trial == "no-detach":
+        terms = zb_model._cost_terms
+        zb_model._cost_terms = lambda cost, detach: terms(cost, False)  # type: ignore[assignment]
+
+
+def trial_config(results: Path, seed: int, budget_index: int, trial: str) -> RunConfig:
+    """The benchmark's joint run at ``budget_index`` with the trial's configuration changes."""
+    protocol = json.loads((results / "protocol.json").read_text())
+    base = RunConfig.from_dict({**protocol["base"], "seed": seed})
+    fraction = protocol["budgets_fraction_of_w8"]["joint"][budget_index]
+    w8 = json.loads((results / f"seed-{seed}" / "w8a8" / "result.json").read_text())
+    config = replace(
+        method_config(base, "joint"), target=f"size={fraction * w8['costs']['size_bytes']:.0f}B"
+    )
+    if trial == "arch-lr":
+        config = replace(config, search=replace(config.search, arch_lr=0.2))
+    elif trial == "search8":
+        config = replace(config, search=replace(config.search, epochs=8))
+    return config
+
+
+def shares(run_dir: Path) -> dict[str, Any]:
+    """Share of all output channels at each weight bit-width in a finished run."""
+    result = json.loads((run_dir / "result.json").read_text())
+    counts: Counter[int] = Counter()
+    for layer in result["architecture"].values():
+        counts.update(layer.get("weight_bits") or [])
+    total = sum(counts.values())
+    return {
+        "run": str(run_dir),
+        "size_bytes": result["costs"]["size_bytes"],
+        "val_accuracy": result["val_accuracy"],
+        "weight_bit_shares": {bits: n / total for bits, n in sorted(counts.items())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--trial", choices=TRIALS)
+    parser.add_argument(
+        "--results", type=Path, default=Path("benchmarks/results/pareto_fashion_mnist")
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget-index", type=int, default=3, help="rung of the joint ladder")
+    parser.add_argument("--out", type=Path, default=Path("runs/trials"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--shares", type=Path, nargs="*", help="print finished runs' bit shares")
+    args = parser.parse_args()
+    if args.shares:
+        for run_dir in args.shares:
+            print(json.dumps(shares(run_dir)))
+        return
+    if args.trial is None:
+        parser.error("give --trial or --shares")
+    torch.set_num_threads(args.threads)
+    config = trial_config(args.results, args.seed, args.budget_index, args.trial)
+    patch(args.trial)
+    out = args.out / f"{args.trial}-seed-{args.seed}-budget-{args.budget_index}"
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    seed_dir = args.results / f"seed-{args.seed}"
+    warmup = out / "checkpoints" / "warmup.pt"
+    if not warmup.exists():
+        shutil.copyfile(seed_dir / "warmup" / "checkpoints" / "warmup.pt", warmup)
+    result = Run(config, out).run(resume=True)
+    reference = json.loads(
+        (seed_dir / f"joint-budget-{args.budget_index}" / "result.json").read_text()
+    )
+    for name, r in (("benchmark", reference), (args.trial, result)):
+        budget = r["budget"] or {}
+        print(
+            f"{name:22s} size {r['costs']['size_bytes']:9,.0f} B  "
+            f"val {100 * r['val_accuracy']:.2f} %"
+            f"  after search {budget.get('cost_after_search')}  greedy moves "
+            f"{budget.get('greedy_moves')}"
+        )
+
+
+if __name__ == "__main__":
+    main()
