@@ -92,12 +92,12 @@ class _TrialController(StrengthController):
         return self.strength
 
 
+_exponential = zb_config.Sampling.temperature
+
+
 def _held_temperature(self: Any, progress: float) -> float:
-    p = min(max(float(progress), 0.0), 1.0)
-    if p < HALF:
-        return float(self.initial_temperature)
-    ratio = self.final_temperature / self.initial_temperature
-    return float(self.initial_temperature * ratio ** ((p - HALF) / (1 - HALF)))
+    """The benchmark's schedule, started after the first HALF of the search."""
+    return _exponential(self, max(0.0, (progress - HALF) / (1 - HALF)))
 
 
 def patch(trial: str) -> None:

@@ -313,14 +313,11 @@ class FrozenModel(nn.Module):
         graph_module: fx.GraphModule,
         analysis: GraphAnalysis,
         group_bits: list[tuple[int, ...]],
-        act_bits: list[int],
     ) -> None:
         super().__init__()
         self.graph_module = graph_module
         self.analysis = analysis
         self.group_bits = group_bits
-        if list(act_bits) != self.act_bits:
-            raise ValueError(f"act_bits {act_bits} differ from the quantizers' {self.act_bits}")
         self._graph_layout: GraphLayout | None = None
 
     @property

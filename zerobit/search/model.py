@@ -612,7 +612,7 @@ class SearchModel(nn.Module):
             gm.add_submodule(info.name, layer)
         del gm.zb_selectors
         gm.recompile()
-        frozen = FrozenModel(gm, copy.deepcopy(self.analysis), list(self.group_bits), act)
+        frozen = FrozenModel(gm, copy.deepcopy(self.analysis), list(self.group_bits))
         return frozen.train(self.training)
 
     def _pool_group(self, pool: QuantAvgPool, gm: fx.GraphModule) -> int:

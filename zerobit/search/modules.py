@@ -262,9 +262,9 @@ class FrozenActQuantizer(nn.Module):
         Raises:
             ValueError: If ``state`` is not a bit-width in [1, 32] and a signedness.
         """
-        if not isinstance(state, dict):
-            raise ValueError(f"activation quantizer state {state!r} is not bits and signed")
-        bits, signed = state.get("bits"), state.get("signed")
+        bits, signed = (
+            (state.get("bits"), state.get("signed")) if isinstance(state, dict) else (0, 0)
+        )
         if not (isinstance(bits, int) and 1 <= bits <= 32 and isinstance(signed, bool)):
             raise ValueError(f"activation quantizer state {state!r} is not bits and signed")
         self.bits, self.signed = bits, signed

@@ -161,11 +161,8 @@ def strength_at(config: RunConfig, progress: float) -> float:
 
 
 def _snapshot(model: nn.Module) -> dict[str, Any]:
-    """Copy the model's state dict (tensors cloned, extra state such as bits copied)."""
-    return {
-        k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
-        for k, v in model.state_dict().items()
-    }
+    """Copy the model's state dict (tensors and extra state such as activation bits)."""
+    return copy.deepcopy(model.state_dict())
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
