@@ -53,11 +53,12 @@ JOINT = ("joint", "joint-long")
 METHODS = (*FIXED, *BUDGETS)
 
 
-def expected_runs() -> list[str]:
-    """Names of the run folders one seed produces."""
-    names = list(FIXED)
+def expected_runs(methods: Sequence[str] = METHODS) -> list[str]:
+    """Names of the run folders one seed produces for ``methods``."""
+    names = [m for m in FIXED if m in methods]
     for method, fractions in BUDGETS.items():
-        names += [f"{method}-budget-{i}" for i in range(len(fractions))]
+        if method in methods:
+            names += [f"{method}-budget-{i}" for i in range(len(fractions))]
     return names
 
 
@@ -217,13 +218,16 @@ def _mean_spread(values: Sequence[float | None]) -> dict[str, Any]:
     }
 
 
-def analyze(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
-    """Summarize every finished run; write ``summary.json`` and ``pareto.png`` into ``out``."""
+def analyze(out: Path, seeds: Sequence[int], methods: Sequence[str] = METHODS) -> dict[str, Any]:
+    """Summarize every finished run; write ``summary.json`` and ``pareto.png`` into ``out``.
+
+    The summary is partial when a run of ``methods`` is missing for one of ``seeds``.
+    """
     per_seed = {}
     missing = []
     for seed in seeds:
         seed_dir = out / f"seed-{seed}"
-        for name in expected_runs():
+        for name in expected_runs(methods):
             if not (seed_dir / name / "result.json").exists():
                 missing.append(f"seed-{seed}/{name}")
         if any(seed_dir.glob("*/result.json")):
@@ -337,7 +341,7 @@ def main(
             run_seed(replace(base, seed=seed), out / f"seed-{seed}", methods)
             print(f"seed {seed}: {time.perf_counter() - start:.0f} s")
             analyze(out, seeds)  # partial results after each seed
-    summary = analyze(out, seeds)
+    summary = analyze(out, seeds, methods if analyze_only else METHODS)
     for key in (
         "reduction_vs_w8a8",
         "reduction_vs_w8a8_within_tolerance",
@@ -386,7 +390,15 @@ def cli(
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help="comma-separated subset of the methods (e.g. to split a seed over two processes)",
+        help="comma-separated subset of the methods (e.g. to split a seed over two processes; "
+        "with --analyze-only: the methods whose missing runs make the summary partial)",
+    )
+    parser.add_argument(
+        "--detach-input-channels",
+        choices=("auto", "no"),
+        default="auto",
+        help="no: every search prices a pruned channel in its consumers too (see `zerobit search "
+        "--help`); auto: the paper's size cost",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--analyze-only", action="store_true")
@@ -403,6 +415,7 @@ def cli(
         warmup=PhaseConfig(warmup, patience=args.warmup_patience or None),
         search=PhaseConfig(search),
         finetune=PhaseConfig(finetune, patience=args.finetune_patience or None),
+        detach_input_channels=None if args.detach_input_channels == "auto" else False,
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]

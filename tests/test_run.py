@@ -107,6 +107,28 @@ def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
         Run(other, tmp_path / "run").run()
     with pytest.raises(ValueError, match="already holds a finished run"):
         Run(TINY, tmp_path / "run").run()
+    attached = RunConfig(**{**TINY.to_dict(), "detach_input_channels": False})
+    with pytest.raises(ValueError, match="different configuration"):
+        Run(attached, tmp_path / "run").run()
+
+
+def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> None:
+    run = Run(TINY, tmp_path / "run")
+    run.prepare(resume=False)
+    path = tmp_path / "run" / "config.json"
+    stored = json.loads(path.read_text())
+    del stored["detach_input_channels"]  # as written by zerobit before the key existed
+    path.write_text(json.dumps(stored))
+    Run(TINY, tmp_path / "run").prepare(resume=True)
+    assert json.loads(path.read_text()) == TINY.to_dict()
+
+
+def test_run_passes_the_detach_policy_to_the_search(tmp_path: Path) -> None:
+    for detach, expected in ((None, True), (False, False)):  # None: size detached (the paper)
+        config = RunConfig(**{**TINY.to_dict(), "detach_input_channels": detach})
+        run = Run(config, tmp_path / "run")
+        smodel = run._convert(zb.models.ResNet8((1, 8, 8)))
+        assert [t.detach_inputs for t in smodel._terms] == [expected]
 
 
 def test_strength_ramp_is_a_function_of_progress() -> None:

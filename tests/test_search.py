@@ -261,6 +261,32 @@ def test_normalized_cost_is_one_for_the_all_8bit_architecture() -> None:
     assert float(smodel.eval().cost()) == pytest.approx(2.0)
 
 
+@pytest.mark.parametrize("detach", [None, False])
+def test_size_cost_prices_a_pruned_channel_in_its_consumer_only_when_attached(detach) -> None:
+    chain = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.ReLU(), nn.Flatten(), nn.Linear(80, 3)
+    )
+    smodel = converted(chain, (1, 8, 8), detach_input_channels=detach).train()
+    randomize_logits_(smodel)
+    infos = {i.name: i for i in smodel.analysis.layers.values()}
+    first, second = (smodel.selectors[infos[n].group] for n in ("0", "2"))
+    smodel.costs()["size"].backward()
+    # The same cost from the probabilities: 9 weights per input channel of each conv, the
+    # second conv's input channels the expected kept channels of the first.
+    temperature = float(smodel.temperature)
+    logits = first.parameter.detach().clone().requires_grad_(True)
+    probs = torch.softmax(logits / temperature, dim=0)
+    second_probs = torch.softmax(second.parameter.detach() / temperature, dim=0)
+    bits = torch.tensor(first.bits, dtype=probs.dtype)[:, None]
+    kept = (1 - probs[first.zero_index]).sum()
+    if detach is None:  # the paper's size cost: the consumer's input channels are detached
+        kept = kept.detach()
+    second_bits = (second_probs * torch.tensor(second.bits, dtype=probs.dtype)[:, None]).sum()
+    (9 * (probs * bits).sum() + 9 * kept * second_bits).backward()
+    assert logits.grad is not None
+    torch.testing.assert_close(first.parameter.grad, logits.grad)
+
+
 # ------------------------------------------------------------------------ plain QAT and freeze
 def test_single_choice_space_is_plain_quantization_aware_training() -> None:
     space = zb.SearchSpace(weight_bits=(8,), act_bits=(8,))

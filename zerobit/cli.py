@@ -94,6 +94,15 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         "size=20kB (kB = 1000 B, KiB = 1024 B), flash=32kB, ram=8KiB, mpic=2e6, ne16=1e5; a "
         "greedy step lowers bits if the searched model ends over budget",
     )
+    space.add_argument(
+        "--detach-input-channels",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="whether the cost sees each layer's effective input channels detached; auto: the "
+        "paper's policy (detached for size, so a pruned channel is priced in its own layer "
+        "only; attached for the others); no: a pruned channel is also priced in its consumers "
+        "(default: auto)",
+    )
     space.add_argument("--gumbel", action="store_true", help="Gumbel-softmax sampling")
     space.add_argument("--hard", action="store_true", help="hard straight-through sampling")
     train = parser.add_argument_group("training")
@@ -184,6 +193,7 @@ def _config(args: argparse.Namespace) -> Any:
         finetune=phase(args.finetune_epochs, args.patience),
         seed=args.seed,
         target=args.target,
+        detach_input_channels={"auto": None, "yes": True, "no": False}[args.detach_input_channels],
     )
 
 

@@ -81,6 +81,10 @@ class RunConfig:
         weight_granularity: ``"channel"`` or ``"layer"`` (see :class:`zerobit.SearchSpace`).
         method: Label of the method this configuration implements (``"joint"``, or a baseline
             of :mod:`zerobit.train.baselines`), copied to result.json.
+        detach_input_channels: Whether the cost sees each layer's effective input channels
+            detached (see :func:`zerobit.convert`). None is the paper's policy: detached for
+            the size cost, so pruning a channel is priced in its own layer only; False prices
+            it in its consumers too.
     """
 
     dataset: str = "fashion-mnist"
@@ -106,6 +110,7 @@ class RunConfig:
     target: str | None = None
     weight_granularity: str = "channel"
     method: str = "joint"
+    detach_input_channels: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -273,8 +278,9 @@ class Run:
         """Create the run directory and its config.json (refusing a different existing run)."""
         config_path = self.out / "config.json"
         if config_path.exists():
-            stored = json.loads(config_path.read_text())
-            if stored != self.config.to_dict():
+            # Through from_dict, so that keys added since the run was made take their defaults.
+            stored = RunConfig.from_dict(json.loads(config_path.read_text()))
+            if stored != self.config:
                 raise ValueError(
                     f"{self.out} holds a run with a different configuration; use another --out "
                     "or resume it with its own configuration"
@@ -498,7 +504,14 @@ class Run:
 
     def _convert(self, model: nn.Module) -> SearchModel:
         c = self.config
-        return convert(model, self._example_input(), c.space(), c.cost, sampling=c.sampling())
+        return convert(
+            model,
+            self._example_input(),
+            c.space(),
+            c.cost,
+            sampling=c.sampling(),
+            detach_input_channels=c.detach_input_channels,
+        )
 
     def search_phase(self, model: nn.Module) -> SearchModel:
         """Phase 2: joint search of weights and architecture; return the last epoch's model."""
