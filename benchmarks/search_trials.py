@@ -21,6 +21,9 @@ Trials (the benchmark's 4-epoch search unless said):
     temperature-hold      the temperature stays at its initial value for the first half
     search8               8 search epochs instead of 4
     no-detach             the size cost sees the effective input channels (pruning priced fully)
+    expected              the controller steered by the expected cost of the current step
+    hold-while-falling    the strength does not grow while the argmax cost is lower than 8
+                          steps before (anti-windup: conditional integration)
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from typing import Any
 import torch
 
 import zerobit.config as zb_config
-import zerobit.search.model as zb_model
 import zerobit.train.run as zb_run
 from zerobit.train.baselines import method_config
 from zerobit.train.budget import StrengthController, discrete_cost
@@ -51,7 +53,11 @@ TRIALS = (
     "temperature-hold",
     "search8",
     "no-detach",
+    "expected",
+    "hold-while-falling",
 )
+#: Steps over which the hold-while-falling trial looks for a falling argmax cost.
+WINDOW = 8
 #: Fraction of the search over which the ramped budget descends or the temperature is held.
 HALF = 0.5
 
@@ -71,9 +77,10 @@ class _TrialController(StrengthController):
     def __init__(self, target: Any, strength: float, rate: float = 0.05) -> None:
         super().__init__(target, strength, rate)
         self.start: float | None = None
+        self.history: list[float] = []
 
     def update(self, smodel: Any) -> float:
-        if self.trial == "target-ramp-expected":
+        if self.trial in ("target-ramp-expected", "expected"):
             with torch.no_grad():
                 cost = float(smodel.costs(raw=True)[self.target.cost])
         else:
@@ -85,6 +92,10 @@ class _TrialController(StrengthController):
                 left = max(0.0, 1.0 - _progress(smodel) / HALF)
                 budget += (self.start - budget) * left**3
         error = math.log(max(cost, 1e-12) / budget)
+        self.history = [*self.history[-(WINDOW - 1) :], cost]
+        falling = len(self.history) == WINDOW and cost < self.history[0]
+        if self.trial == "hold-while-falling" and error > 0 and falling:
+            return self.strength
         rate = 6 * self.rate if self.trial == "fast-release" and error < 0 else self.rate
         self.log_strength = min(
             max(self.log_strength + rate * error, math.log(1e-3)), math.log(1e3)
@@ -102,14 +113,17 @@ def _held_temperature(self: Any, progress: float) -> float:
 
 def patch(trial: str) -> None:
     """Install the trial's change in this process."""
-    if trial in ("target-ramp", "target-ramp-expected", "fast-release"):
+    if trial in (
+        "target-ramp",
+        "target-ramp-expected",
+        "fast-release",
+        "expected",
+        "hold-while-falling",
+    ):
         _TrialController.trial = trial
         zb_run.StrengthController = _TrialController  # type: ignore[misc]
     elif trial == "temperature-hold":
         zb_config.Sampling.temperature = _held_temperature  # type: ignore[method-assign]
-    elif trial == "no-detach":
-        terms = zb_model._cost_terms
-        zb_model._cost_terms = lambda cost, detach: terms(cost, False)  # type: ignore[assignment]
 
 
 def trial_config(results: Path, seed: int, budget_index: int, trial: str) -> RunConfig:
@@ -125,6 +139,8 @@ def trial_config(results: Path, seed: int, budget_index: int, trial: str) -> Run
         config = replace(config, search=replace(config.search, arch_lr=0.2))
     elif trial == "search8":
         config = replace(config, search=replace(config.search, epochs=8))
+    elif trial == "no-detach":
+        config = replace(config, detach_input_channels=False)
     return config
 
 
