@@ -317,6 +317,19 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write_protocol(out: Path, base: RunConfig, seeds: Sequence[int]) -> None:
+    """Record the protocol in ``out/protocol.json``, with every seed run into ``out`` so far
+    (processes that run one seed each add theirs)."""
+    path = out / "protocol.json"
+    known = json.loads(path.read_text())["seeds"] if path.exists() else []
+    protocol = {
+        "base": asdict(base),
+        "seeds": sorted({*known, *seeds}),
+        "budgets_fraction_of_w8": BUDGETS,
+    }
+    path.write_text(json.dumps(protocol, indent=2, default=str))
+
+
 def main(
     base: RunConfig,
     out: Path,
@@ -326,18 +339,8 @@ def main(
 ) -> dict[str, Any]:
     """Run (or resume) every seed, then analyze; prints the headline numbers."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "protocol.json").write_text(
-        json.dumps(
-            {
-                "base": asdict(base),
-                "seeds": list(seeds),
-                "budgets_fraction_of_w8": BUDGETS,
-            },
-            indent=2,
-            default=str,
-        )
-    )
     if not analyze_only:
+        _write_protocol(out, base, seeds)
         for seed in seeds:
             start = time.perf_counter()
             run_seed(replace(base, seed=seed), out / f"seed-{seed}", methods)
