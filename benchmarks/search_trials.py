@@ -56,6 +56,14 @@ TRIALS = (
     "expected",
     "hold-while-falling",
 )
+#: Trials that replace the budget controller.
+CONTROLLER_TRIALS = (
+    "target-ramp",
+    "target-ramp-expected",
+    "fast-release",
+    "expected",
+    "hold-while-falling",
+)
 #: Steps over which the hold-while-falling trial looks for a falling argmax cost.
 WINDOW = 8
 #: Fraction of the search over which the ramped budget descends or the temperature is held.
@@ -113,13 +121,7 @@ def _held_temperature(self: Any, progress: float) -> float:
 
 def patch(trial: str) -> None:
     """Install the trial's change in this process."""
-    if trial in (
-        "target-ramp",
-        "target-ramp-expected",
-        "fast-release",
-        "expected",
-        "hold-while-falling",
-    ):
+    if trial in CONTROLLER_TRIALS:
         _TrialController.trial = trial
         zb_run.StrengthController = _TrialController  # type: ignore[misc]
     elif trial == "temperature-hold":
