@@ -24,6 +24,10 @@ Trials (the benchmark's 4-epoch search unless said):
     expected              the controller steered by the expected cost of the current step
     hold-while-falling    the strength does not grow while the argmax cost is lower than 8
                           steps before (anti-windup: conditional integration)
+    fixed-strength        no budget: the search runs at the constant strength --strength (the
+                          paper's way; --budget-index only picks the run compared with)
+    config                the run configuration's fields given by --set (for example
+                          --set hard=true --set initial_temperature=5)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import math
 import shutil
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +60,8 @@ TRIALS = (
     "no-detach",
     "expected",
     "hold-while-falling",
+    "fixed-strength",
+    "config",
 )
 #: Trials that replace the budget controller.
 CONTROLLER_TRIALS = (
@@ -128,7 +135,14 @@ def patch(trial: str) -> None:
         zb_config.Sampling.temperature = _held_temperature  # type: ignore[method-assign]
 
 
-def trial_config(results: Path, seed: int, budget_index: int, trial: str) -> RunConfig:
+def trial_config(
+    results: Path,
+    seed: int,
+    budget_index: int,
+    trial: str,
+    strength: float = 1.0,
+    settings: Sequence[str] = (),
+) -> RunConfig:
     """The benchmark's joint run at ``budget_index`` with the trial's configuration changes."""
     protocol = json.loads((results / "protocol.json").read_text())
     base = RunConfig.from_dict({**protocol["base"], "seed": seed})
@@ -143,6 +157,14 @@ def trial_config(results: Path, seed: int, budget_index: int, trial: str) -> Run
         config = replace(config, search=replace(config.search, epochs=8))
     elif trial == "no-detach":
         config = replace(config, detach_input_channels=False)
+    elif trial == "fixed-strength":
+        config = replace(config, target=None, strength=strength)
+    elif trial == "config":
+        changes = {}
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            changes[key] = json.loads(value)
+        config = RunConfig.from_dict({**config.to_dict(), **changes})
     return config
 
 
@@ -169,6 +191,10 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-index", type=int, default=3, help="rung of the joint ladder")
+    parser.add_argument("--strength", type=float, default=1.0, help="for --trial fixed-strength")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=JSON", help="for --trial config"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/trials"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shares", type=Path, nargs="*", help="print finished runs' bit shares")
@@ -180,9 +206,16 @@ def main() -> None:
     if args.trial is None:
         parser.error("give --trial or --shares")
     torch.set_num_threads(args.threads)
-    config = trial_config(args.results, args.seed, args.budget_index, args.trial)
+    config = trial_config(
+        args.results, args.seed, args.budget_index, args.trial, args.strength, args.set
+    )
     patch(args.trial)
-    out = args.out / f"{args.trial}-seed-{args.seed}-budget-{args.budget_index}"
+    name = args.trial
+    if args.trial == "fixed-strength":
+        name += f"-{args.strength:g}"
+    elif args.trial == "config":
+        name += "-" + "-".join(s.replace("=", "_") for s in args.set)
+    out = args.out / f"{name}-seed-{args.seed}-budget-{args.budget_index}"
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     seed_dir = args.results / f"seed-{args.seed}"
     warmup = out / "checkpoints" / "warmup.pt"

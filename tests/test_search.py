@@ -101,6 +101,18 @@ def test_batchnorm_is_folded_and_conversion_preserves_the_float_function() -> No
     assert torch.allclose(out, ref, atol=0.05 * float(ref.abs().max()))
 
 
+def test_integer_temperatures_anneal_along_the_schedule() -> None:
+    # Temperatures written as ints (5, as a JSON config gives them) must not truncate.
+    sampling = zb.Sampling(initial_temperature=5, final_temperature=1)
+    smodel = converted(ResNet8((1, 16, 16)), (1, 16, 16), sampling=sampling)
+    for progress in (0.0, 0.5, 0.99):
+        smodel.set_progress(progress)
+        assert float(smodel.temperature) == pytest.approx(5 * 0.2**progress, rel=1e-6)
+    smodel.train()
+    smodel(torch.rand(2, 1, 16, 16))
+    assert all(torch.isfinite(s.probs).all() for s in smodel.selectors)
+
+
 def test_sample_is_shared_by_the_forward_and_the_cost_with_gumbel_noise() -> None:
     smodel = converted(ResNet8((1, 16, 16)), (1, 16, 16), sampling=zb.Sampling(gumbel=True))
     smodel.train()

@@ -247,7 +247,10 @@ class SearchModel(nn.Module):
         self.group_bits = group_bits
         self.act_group_bits = act_bits
         self._terms = terms
-        self.register_buffer("temperature", torch.tensor(sampling.initial_temperature))
+        # float32 whatever the type given: an int (temperature 5) would make an int64 buffer that
+        # truncates every annealed temperature, down to 0.
+        temperature = torch.tensor(float(sampling.initial_temperature), dtype=torch.float32)
+        self.register_buffer("temperature", temperature)
         self._noise: dict[str, torch.Tensor] = {}
         self.graph_module = gm
         self._build(clips)
