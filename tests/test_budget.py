@@ -2,6 +2,7 @@
 # Budget mode: target parsing, the smallest reachable cost, the greedy fit and a run that meets it.
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,13 @@ import torch
 import zerobit as zb
 from zerobit.export.c import export_c
 from zerobit.models import ResNet8
-from zerobit.train.budget import discrete_cost, fit_budget_, minimum_cost, parse_target
+from zerobit.train.budget import (
+    StrengthController,
+    discrete_cost,
+    fit_budget_,
+    minimum_cost,
+    parse_target,
+)
 from zerobit.train.loop import PhaseConfig
 from zerobit.train.run import Run, RunConfig
 
@@ -81,6 +88,39 @@ def test_minimum_cost_is_one_channel_per_group_at_the_lowest_bits() -> None:
         assert minimum_cost(smodel, cost) == pytest.approx(zb.cost.evaluate(frozen, cost))
 
 
+def test_expected_cost_of_any_cost_model_equals_the_frozen_models_in_eval() -> None:
+    smodel = _smodel()  # converted with the size cost only
+    with torch.no_grad():
+        for p in smodel.arch_parameters():
+            p.add_(torch.randn_like(p))
+    smodel.eval()
+    frozen = smodel.freeze()
+    for cost in ("size", "macs", "mpic", "flash", "ram"):
+        assert smodel.expected_cost(cost) == pytest.approx(zb.cost.evaluate(frozen, cost))
+    smodel.train()  # soft: the search's own expected cost, between the discrete extremes
+    soft = float(smodel.costs(raw=True)["size"].detach())
+    assert smodel.expected_cost("size") == pytest.approx(soft)
+
+
+def test_expected_signal_steers_the_strength_by_the_expected_cost() -> None:
+    smodel = _smodel()
+    smodel.train()
+    expected = smodel.expected_cost("size")
+    argmax = discrete_cost(smodel, "size")
+    assert argmax > 1.2 * expected  # the initial logits favour 8 bits: argmax = all-8-bit
+    target = parse_target(f"size={(expected * argmax) ** 0.5 / 8:.0f}B")  # between the two
+    moves = {}
+    for signal in ("argmax", "expected"):
+        controller = StrengthController(target, 1.0, rate=0.1, signal=signal)
+        controller.update(smodel)
+        moves[signal] = controller.log_strength
+    assert moves["argmax"] == pytest.approx(0.1 * math.log(argmax / target.value))
+    assert moves["expected"] == pytest.approx(0.1 * math.log(expected / target.value))
+    assert moves["argmax"] > 0 > moves["expected"]  # over budget by one, under by the other
+    with pytest.raises(ValueError, match="budget signal"):
+        StrengthController(target, 1.0, signal="mean")
+
+
 def test_greedy_fit_meets_the_budget_with_lower_bits_only() -> None:
     smodel = _smodel()
     with torch.no_grad():
@@ -141,7 +181,8 @@ def test_run_meets_a_flash_budget(tmp_path: Path) -> None:
     assert result["costs_all_8bit"]["flash_bytes"] > 24_000
 
 
-def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signal", ["argmax", "expected"])
+def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path, signal: str) -> None:
     base = dict(
         dataset="digits",
         subset=128,
@@ -151,7 +192,9 @@ def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path) -> N
         search=PhaseConfig(2, batch_size=64),
         finetune=PhaseConfig(0, batch_size=64),
     )
-    result = Run(RunConfig(**base, target="size=4kB"), tmp_path / "fits").run()
+    run = Run(RunConfig(**base, target="size=4kB", budget_signal=signal), tmp_path / "fits")
+    result = run.run()
+    assert run._extra["controller"].signal == signal
     assert result["budget"]["met"] and result["costs"]["size_bytes"] <= 4000
     assert result["budget"]["cost_final"] == result["costs"]["size_bits"]
     with pytest.raises(ValueError, match=r"below the smallest model this space allows \(\d+ bytes"):

@@ -76,12 +76,14 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
         "0",
         "--detach-input-channels",
         "no",
+        "--budget-signal",
+        "expected",
         "--out",
         str(tmp_path / "run"),
     ]
     assert main(args) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["detach_input_channels"] is False
+    assert config["detach_input_channels"] is False and config["budget_signal"] == "expected"
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["dataset"]["name"] == "tensors" and result["dataset"]["num_classes"] == 3
     assert result["dataset"]["test_samples"] == 30

@@ -110,6 +110,8 @@ def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
     attached = RunConfig(**{**TINY.to_dict(), "detach_input_channels": False})
     with pytest.raises(ValueError, match="different configuration"):
         Run(attached, tmp_path / "run").run()
+    with pytest.raises(ValueError, match="budget_signal must be one of"):
+        RunConfig(**{**TINY.to_dict(), "budget_signal": "mean"})
 
 
 def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> None:
@@ -117,7 +119,8 @@ def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> N
     run.prepare(resume=False)
     path = tmp_path / "run" / "config.json"
     stored = json.loads(path.read_text())
-    del stored["detach_input_channels"]  # as written by zerobit before the key existed
+    del stored["detach_input_channels"]  # as written by zerobit before the keys existed
+    del stored["budget_signal"]
     path.write_text(json.dumps(stored))
     Run(TINY, tmp_path / "run").prepare(resume=True)
     assert json.loads(path.read_text()) == TINY.to_dict()

@@ -95,6 +95,15 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         "greedy step lowers bits if the searched model ends over budget",
     )
     space.add_argument(
+        "--budget-signal",
+        choices=("argmax", "expected"),
+        default=defaults.budget_signal,
+        help="with --target, what steers the strength: argmax, the cost of the architecture the "
+        "search would return now (the model often ends well under budget); expected, the "
+        "cost of the current probabilities (it ends close to the budget, using it) "
+        f"(default: {defaults.budget_signal})",
+    )
+    space.add_argument(
         "--detach-input-channels",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -193,6 +202,7 @@ def _config(args: argparse.Namespace) -> Any:
         finetune=phase(args.finetune_epochs, args.patience),
         seed=args.seed,
         target=args.target,
+        budget_signal=args.budget_signal,
         detach_input_channels={"auto": None, "yes": True, "no": False}[args.detach_input_channels],
     )
 

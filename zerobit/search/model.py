@@ -448,19 +448,45 @@ class SearchModel(nn.Module):
         channels, act_probs = self._step_probs(self.training)
         batches: dict[bool, LayerBatch] = {}
         for term in self._terms:
-            batched = batched_cost(term.function)
-            if batched is not None:
-                if term.detach_inputs not in batches:
-                    batches[term.detach_inputs] = self._batch_builder.build(
-                        channels, act_probs, term.detach_inputs
-                    )
-                value: Any = batched(batches[term.detach_inputs])
-            else:
-                specs = self._specs(channels, act_probs, term.detach_inputs)
-                value = sum(term.function(spec) for spec in specs)
-            value = value + self.graph_cost(term.function, channels)
+            value = self._priced(term.function, channels, act_probs, term.detach_inputs, batches)
             out[term.name] = value if raw else value / term.reference
         return out
+
+    def expected_cost(self, cost: str | Callable[[LayerSpec], Any]) -> float:
+        """Return any cost model's expected cost for the current logits, in its own unit.
+
+        Unlike :meth:`costs`, ``cost`` need not be one the search was converted with (a
+        budget on ``flash`` while the search is driven by ``size``). Soft probabilities in
+        training (this step's sample), the discrete architecture in eval; no autograd graph.
+        """
+        function = resolve_cost(cost)
+        with torch.no_grad():
+            channels, act_probs = self._step_probs(self.training)
+            return float(self._priced(function, channels, act_probs, False, {}))
+
+    def _priced(
+        self,
+        function: Callable[[LayerSpec], Any],
+        channels: list[torch.Tensor],
+        act_probs: list[torch.Tensor],
+        detach_inputs: bool,
+        batches: dict[bool, LayerBatch],
+    ) -> Any:
+        """Price the architecture ``channels``/``act_probs`` with ``function``.
+
+        ``batches`` caches the stacked layers per detach policy across calls.
+        """
+        batched = batched_cost(function)
+        if batched is not None:
+            if detach_inputs not in batches:
+                batches[detach_inputs] = self._batch_builder.build(
+                    channels, act_probs, detach_inputs
+                )
+            value: Any = batched(batches[detach_inputs])
+        else:
+            specs = self._specs(channels, act_probs, detach_inputs)
+            value = sum(function(spec) for spec in specs)
+        return value + self.graph_cost(function, channels)
 
     def cost(self, raw: bool = False) -> torch.Tensor:
         """Return the search's cost, to be added to the loss times a strength.

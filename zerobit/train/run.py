@@ -25,6 +25,7 @@ from zerobit.models import get_model
 from zerobit.search import FrozenModel, SearchModel, convert
 from zerobit.train import distributed
 from zerobit.train.budget import (
+    BUDGET_SIGNALS,
     BYTE_TARGETS,
     StrengthController,
     Target,
@@ -85,6 +86,10 @@ class RunConfig:
             detached (see :func:`zerobit.convert`). None is the paper's policy: detached for
             the size cost, so pruning a channel is priced in its own layer only; False prices
             it in its consumers too.
+        budget_signal: With a target, what the strength is steered by: ``"argmax"`` (the
+            current argmax architecture's cost; the search tends to end well under the budget)
+            or ``"expected"`` (the expected cost of the current probabilities; it ends close to
+            the budget). See :class:`zerobit.train.budget.StrengthController`.
     """
 
     dataset: str = "fashion-mnist"
@@ -111,6 +116,7 @@ class RunConfig:
     weight_granularity: str = "channel"
     method: str = "joint"
     detach_input_channels: bool | None = None
+    budget_signal: str = "argmax"
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -127,6 +133,10 @@ class RunConfig:
         self.sampling()
         if self.target is not None:
             parse_target(self.target)
+        if self.budget_signal not in BUDGET_SIGNALS:
+            raise ValueError(
+                f"budget_signal must be one of {BUDGET_SIGNALS}, got {self.budget_signal!r}"
+            )
 
     def space(self) -> SearchSpace:
         """Return the search space of this run."""
@@ -531,7 +541,9 @@ class Run:
         controller = None
         if target is not None:
             _check_reachable(smodel, target)
-            controller = self._extra["controller"] = StrengthController(target, c.strength)
+            controller = self._extra["controller"] = StrengthController(
+                target, c.strength, signal=c.budget_signal
+            )
         state = self._restore(smodel, optimizers, self._checkpoint("search"))
         net = distributed.data_parallel(smodel, self.context)
         noise = smodel.noise_generator = torch.Generator()
