@@ -88,16 +88,43 @@ def _reuse_search(joint_dir: Path, run_dir: Path) -> None:
     (run_dir / "checkpoints" / "search.pt.tmp").replace(run_dir / "checkpoints" / "search.pt")
 
 
-def run_seed(base: RunConfig, out: Path, methods: Sequence[str] = METHODS) -> None:
+def reused_methods(methods: Sequence[str]) -> list[str]:
+    """The baselines a variant running ``methods`` copies (never joint-long: it continues the
+    joint runs' searches, which the variant replaces)."""
+    return [m for m in METHODS if m not in methods and m not in JOINT]
+
+
+def reuse_runs(source: Path, out: Path, methods: Sequence[str]) -> None:
+    """Copy into the seed folder ``out`` the warm-up checkpoint of ``source`` (the same seed of
+    another benchmark with the same warm-up) and the finished runs of every method not in
+    ``methods``, without their checkpoints: a variant that changes one method reruns that one
+    only and is compared with the other methods' runs as they ran there."""
+    warmup = source / "warmup" / "checkpoints" / "warmup.pt"
+    target = out / "warmup" / "checkpoints" / "warmup.pt"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(warmup, target)
+    kept = set(expected_runs(reused_methods(methods)))
+    for run_dir in sorted(source.iterdir()):
+        if run_dir.name in kept and not (out / run_dir.name).exists():
+            shutil.copytree(run_dir, out / run_dir.name, ignore=shutil.ignore_patterns("*.pt"))
+
+
+def run_seed(
+    base: RunConfig, out: Path, methods: Sequence[str] = METHODS, reuse: Path | None = None
+) -> None:
     """Run ``methods`` for one seed into ``out`` (resuming finished and interrupted runs).
 
     Several processes may share a seed with disjoint ``methods``: the first builds the warm-up
-    under a file lock, the others wait for it and read it.
+    under a file lock, the others wait for it and read it. ``reuse``: a seed folder of another
+    benchmark whose warm-up and other methods' runs are copied (see :func:`reuse_runs`).
     """
     from filelock import FileLock
 
     out.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out / "warmup.lock")):
+        if reuse is not None:
+            reuse_runs(reuse, out, methods)
         warm = Run(base, out / "warmup")
         warm.prepare(resume=True)
         smodel = warm._convert(warm.warm_up())
@@ -336,6 +363,7 @@ def main(
     seeds: Sequence[int],
     analyze_only: bool = False,
     methods: Sequence[str] = METHODS,
+    reuse: Path | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every seed, then analyze; prints the headline numbers."""
     out.mkdir(parents=True, exist_ok=True)
@@ -343,10 +371,13 @@ def main(
         _write_protocol(out, base, seeds)
         for seed in seeds:
             start = time.perf_counter()
-            run_seed(replace(base, seed=seed), out / f"seed-{seed}", methods)
+            source = None if reuse is None else reuse / f"seed-{seed}"
+            run_seed(replace(base, seed=seed), out / f"seed-{seed}", methods, source)
             print(f"seed {seed}: {time.perf_counter() - start:.0f} s")
             analyze(out, seeds)  # partial results after each seed
-    summary = analyze(out, seeds, methods if analyze_only else METHODS)
+    if reuse is not None:
+        methods = [*methods, *reused_methods(methods)]
+    summary = analyze(out, seeds, methods if analyze_only or reuse is not None else METHODS)
     for key in (
         "reduction_vs_w8a8",
         "reduction_vs_w8a8_within_tolerance",
@@ -405,6 +436,19 @@ def cli(
         help="no: every search prices a pruned channel in its consumers too (see `zerobit search "
         "--help`); auto: the paper's size cost",
     )
+    parser.add_argument(
+        "--budget-signal",
+        choices=("argmax", "expected"),
+        default="argmax",
+        help="what steers every budgeted search's strength (see `zerobit search --help`)",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="a finished benchmark folder with the same warm-up: its warm-ups and the runs of "
+        "every method not in --methods are copied instead of run",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(out))
@@ -421,10 +465,11 @@ def cli(
         search=PhaseConfig(search),
         finetune=PhaseConfig(finetune, patience=args.finetune_patience or None),
         detach_input_channels=None if args.detach_input_channels == "auto" else False,
+        budget_signal=args.budget_signal,
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    main(base, args.out, seeds, args.analyze_only, methods)
+    main(base, args.out, seeds, args.analyze_only, methods, args.reuse)
