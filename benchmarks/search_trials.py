@@ -22,6 +22,7 @@ Trials (the benchmark's 4-epoch search unless said):
     search8               8 search epochs instead of 4
     no-detach             the size cost sees the effective input channels (pruning priced fully)
     expected              the controller steered by the expected cost of the current step
+                          (budget_signal="expected")
     hold-while-falling    the strength does not grow while the argmax cost is lower than 8
                           steps before (anti-windup: conditional integration)
     fixed-strength        no budget: the search runs at the constant strength --strength (the
@@ -68,7 +69,6 @@ CONTROLLER_TRIALS = (
     "target-ramp",
     "target-ramp-expected",
     "fast-release",
-    "expected",
     "hold-while-falling",
 )
 #: Steps over which the hold-while-falling trial looks for a falling argmax cost.
@@ -89,15 +89,16 @@ class _TrialController(StrengthController):
 
     trial = ""
 
-    def __init__(self, target: Any, strength: float, rate: float = 0.05) -> None:
-        super().__init__(target, strength, rate)
+    def __init__(
+        self, target: Any, strength: float, rate: float = 0.05, signal: str = "argmax"
+    ) -> None:
+        super().__init__(target, strength, rate, signal)
         self.start: float | None = None
         self.history: list[float] = []
 
     def update(self, smodel: Any) -> float:
-        if self.trial in ("target-ramp-expected", "expected"):
-            with torch.no_grad():
-                cost = float(smodel.costs(raw=True)[self.target.cost])
+        if self.trial == "target-ramp-expected":
+            cost = smodel.expected_cost(self.target.cost)
         else:
             cost = discrete_cost(smodel, self.target.cost)
         budget = self.target.value
@@ -157,6 +158,8 @@ def trial_config(
         config = replace(config, search=replace(config.search, epochs=8))
     elif trial == "no-detach":
         config = replace(config, detach_input_channels=False)
+    elif trial == "expected":
+        config = replace(config, budget_signal="expected")
     elif trial == "fixed-strength":
         config = replace(config, target=None, strength=strength)
     elif trial == "config":
