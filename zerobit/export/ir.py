@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from zerobit.graph.analysis import Kind, classify
+from zerobit.graph.analysis import Kind, classify, plain_inputs
 from zerobit.quant import (
     WEIGHT_BITS,
     act_range,
@@ -37,6 +37,7 @@ from zerobit.quant import (
     weight_levels,
 )
 from zerobit.search.frozen import FrozenLayer, FrozenModel
+from zerobit.search.layout import replaced_pool
 from zerobit.search.modules import FrozenActQuantizer, QuantAvgPool
 
 __all__ = [
@@ -700,11 +701,8 @@ class _Builder:
 
     def pool_name(self, node: fx.Node) -> str:
         """Name of the user's average pool that ``zb_pools.<i>`` replaced (the i-th pool)."""
-        pools = [p.node for p in self.model.analysis.points if p.role == "avgpool"]
-        prefix, _, number = str(node.target).rpartition(".")
-        if prefix == "zb_pools" and number.isdigit() and int(number) < len(pools):
-            return self.fresh(pools[int(number)])
-        return node.name
+        user_pool = replaced_pool(self.model.analysis, node)
+        return node.name if user_pool is None else self.fresh(user_pool)
 
     def visit_plain(self, node: fx.Node, module: nn.Module | None) -> None:
         kind = self.model.analysis.kinds.get(node.name) or classify(node, self.modules)
@@ -715,13 +713,7 @@ class _Builder:
         if kind is Kind.IDENTITY:
             self.edge[node.name] = self.source(node, node.args[0]).name
             return
-        if kind is Kind.CAT:
-            items = node.args[0] if isinstance(node.args[0], (tuple, list)) else node.args
-            sources = [self.source(node, item) for item in items]
-        elif kind is Kind.ADD:
-            sources = [self.source(node, a) for a in node.args[:2]]
-        else:
-            sources = [self.source(node, node.args[0])]
+        sources = [self.source(node, a) for a in plain_inputs(node, kind)]
         inputs = tuple(s.name for s in sources)
         op: Op
         if kind is Kind.ADD:

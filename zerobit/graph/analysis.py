@@ -200,6 +200,19 @@ def classify(node: fx.Node, modules: dict[str, nn.Module]) -> Kind | None:
     return None
 
 
+def plain_inputs(node: fx.Node, kind: Kind | None) -> list[Any]:
+    """Return the arguments a non-layer op reads as tensors, in order.
+
+    Every concatenated tensor, both addends, or (any other kind, or an unknown op) its first
+    argument.
+    """
+    if kind is Kind.CAT:
+        return list(node.args[0] if isinstance(node.args[0], (tuple, list)) else node.args)
+    if kind is Kind.ADD:
+        return list(node.args[:2])
+    return [node.args[0]]
+
+
 def _shape(node: fx.Node) -> tuple[int, ...]:
     return tuple(node.meta["tensor_meta"].shape)
 

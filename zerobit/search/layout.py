@@ -21,7 +21,7 @@ from typing import Any
 from torch import fx
 
 from zerobit.cost import GraphSpec, Number, OpSpec, TensorSpec
-from zerobit.graph.analysis import GraphAnalysis, Kind, classify
+from zerobit.graph.analysis import GraphAnalysis, Kind, classify, plain_inputs
 from zerobit.search.modules import ActQuantizer, FrozenActQuantizer, QuantAvgPool
 
 __all__ = ["GraphLayout", "LayoutTensor", "graph_layout"]
@@ -36,6 +36,19 @@ _PLAIN_OPS = {
     Kind.FLATTEN: "flatten",
     Kind.MAXPOOL: "max_pool",
 }
+
+
+def replaced_pool(analysis: GraphAnalysis, node: fx.Node) -> str | None:
+    """Return the name of the user's average pool that the node ``zb_pools.<i>`` replaced.
+
+    The search model replaces the i-th average pool of ``analysis`` by ``zb_pools.<i>``; any
+    other node gives None.
+    """
+    pools = [p.node for p in analysis.points if p.role == "avgpool"]
+    prefix, _, number = str(node.target).rpartition(".")
+    if prefix == "zb_pools" and number.isdigit() and int(number) < len(pools):
+        return pools[int(number)]
+    return None
 
 
 @dataclass(frozen=True)
@@ -170,10 +183,8 @@ class _Walker:
 
     def visit_avgpool(self, node: fx.Node, pool: QuantAvgPool) -> None:
         source = self.source(node, node.args[0])
-        pools = [p.node for p in self.analysis.points if p.role == "avgpool"]
-        prefix, _, number = str(node.target).rpartition(".")
-        in_pools = prefix == "zb_pools" and number.isdigit() and int(number) < len(pools)
-        name = self.fresh(pools[int(number)]) if in_pools else node.name
+        user_pool = replaced_pool(self.analysis, node)
+        name = node.name if user_pool is None else self.fresh(user_pool)
         sizes = tuple(
             (size + 2 * p - k) // s + 1
             for size, k, s, p in zip(source.shape[1:], pool.kernel, pool.stride, pool.padding)
@@ -190,13 +201,7 @@ class _Walker:
         if kind is Kind.IDENTITY:
             self.edge[node.name] = self.source(node, node.args[0]).name
             return
-        if kind is Kind.CAT:
-            items = node.args[0] if isinstance(node.args[0], (tuple, list)) else node.args
-            sources = [self.source(node, item) for item in items]
-        elif kind is Kind.ADD:
-            sources = [self.source(node, a) for a in node.args[:2]]
-        else:
-            sources = [self.source(node, node.args[0])]
+        sources = [self.source(node, a) for a in plain_inputs(node, kind)]
         first, shape = sources[0], _shape(node)
         if kind is Kind.OPAQUE and shape == (math.prod(first.shape),):
             kind = Kind.FLATTEN  # a view/reshape that only flattens each sample
