@@ -33,9 +33,6 @@ import torch
 from zerobit.train.baselines import TRAIN_TIMINGS, method_config, sequential
 from zerobit.train.run import Run, RunConfig
 
-#: Phase timings of result.json that make up a run's training (the warm-up is shared).
-PHASES = ("stage1_search_s", "stage1_finetune_s", "search_s", "finetune_s")
-
 
 def _warmup(results: Path, seed: int, base: RunConfig, out: Path) -> tuple[Path, float]:
     """The warm-up checkpoint of ``seed`` and the all-8-bit model's size in bits."""
@@ -86,7 +83,7 @@ def _record(method: str, wall: float, result: dict[str, Any]) -> dict[str, Any]:
         "method": method,
         "wall_s": wall,
         "train_s": sum(timings.get(key, 0.0) for key in TRAIN_TIMINGS),
-        "phases_s": {key: timings[key] for key in PHASES if key in timings},
+        "phases_s": {key: timings[key] for key in TRAIN_TIMINGS if key in timings},
         "size_bytes": result["costs"]["size_bits"] / 8,
         "val_accuracy": result["val_accuracy"],
     }
@@ -131,7 +128,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     methods = ("joint", "sequential")
     records = summary["records"]
     left = [0.0, 0.0]
-    for key in PHASES:
+    for key in TRAIN_TIMINGS:
         widths = [
             statistics.median(r["phases_s"].get(key, 0.0) for r in records if r["method"] == m)
             for m in methods
