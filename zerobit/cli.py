@@ -100,7 +100,7 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         default=defaults.budget_signal,
         help="with --target, what steers the strength: argmax, the cost of the architecture the "
         "search would return now (the model often ends well under budget); expected, the "
-        "cost of the current probabilities (it ends close to the budget, using it) "
+        "cost of the current probabilities (it ends closer to the budget, using more of it) "
         f"(default: {defaults.budget_signal})",
     )
     space.add_argument(
