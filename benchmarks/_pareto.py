@@ -443,6 +443,13 @@ def cli(
         help="what steers every budgeted search's strength (see `zerobit search --help`)",
     )
     parser.add_argument(
+        "--weight-range",
+        choices=("minmax", "mse"),
+        default="minmax",
+        help="how every run's weight quantization ranges are chosen (see `zerobit search "
+        "--help`); minmax: the paper's",
+    )
+    parser.add_argument(
         "--reuse",
         type=Path,
         default=None,
@@ -466,6 +473,7 @@ def cli(
         finetune=PhaseConfig(finetune, patience=args.finetune_patience or None),
         detach_input_channels=None if args.detach_input_channels == "auto" else False,
         budget_signal=args.budget_signal,
+        weight_range=args.weight_range,
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]

@@ -78,12 +78,15 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
         "no",
         "--budget-signal",
         "expected",
+        "--weight-range",
+        "mse",
         "--out",
         str(tmp_path / "run"),
     ]
     assert main(args) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["detach_input_channels"] is False and config["budget_signal"] == "expected"
+    assert config["weight_range"] == "mse"
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["dataset"]["name"] == "tensors" and result["dataset"]["num_classes"] == 3
     assert result["dataset"]["test_samples"] == 30

@@ -407,19 +407,82 @@ def test_weight_conv_shape_zero_bits_and_invalid_bits():
 
 
 @PROFILE
-@given(weights, st.data())
-def test_per_channel_bits_equal_per_bits_calls(weight, data):
+@given(weights, st.data(), st.sampled_from(["minmax", "mse"]))
+def test_per_channel_bits_equal_per_bits_calls(weight, data, weight_range):
     channels = weight.shape[0]
     bits = torch.tensor(
         data.draw(st.lists(st.sampled_from([0, 2, 4, 8, 3]), min_size=channels, max_size=channels))
     )
-    codes, scale = quantize_weight_per_channel(weight, bits)
+    codes, scale = quantize_weight_per_channel(weight, bits, weight_range)
     for channel, bit in enumerate(bits.tolist()):
-        uniform_codes, uniform_scale = quantize_weight(weight, bit)
+        uniform_codes, uniform_scale = quantize_weight(weight, bit, weight_range)
         assert torch.equal(codes[channel], uniform_codes[channel])
         assert scale[channel].item() == uniform_scale[channel].item()
         if bit == 0:
             assert not codes[channel].any() and scale[channel].item() == 0.0
+
+
+def naive_mse_range(channel: list[float], bits: int) -> float:
+    """The ``"mse"`` rule with numpy float32 scalars: the widest fraction of max |w| whose
+    grid has the least squared error (summed in float64)."""
+    levels = np.float32(2 ** (bits - 1) - 1)
+    max_abs = max(abs(np.float32(w)) for w in channel)
+    max_abs = np.float32(1.0) if max_abs == 0 else max_abs
+    best, best_error = None, None
+    for k in range(16):
+        candidate = np.float32(np.float32(1.0 - k / 20) * max_abs)
+        scale = np.float32(candidate / levels)
+        error = 0.0
+        for w in channel:
+            code = np.clip(np.rint(np.float32(w) / scale), -levels, levels)
+            error += float(np.float32(np.float32(code * scale) - np.float32(w))) ** 2
+        if best_error is None or error < best_error:
+            best, best_error = candidate, error
+    return float(best)
+
+
+@PROFILE
+@given(weights, WEIGHT_BITS)
+def test_mse_range_is_the_best_fraction_by_a_naive_search(weight, bits):
+    codes, scale = quantize_weight(weight, bits, "mse")
+    levels = weight_levels(bits)
+    rows = weight.reshape(weight.shape[0], -1).tolist()
+    expected = [naive_mse_range(row, bits) / np.float32(levels) for row in rows]
+    assert scale.tolist() == [float(np.float32(e)) for e in expected]
+    assert int(codes.abs().max()) <= levels
+    # never worse than min-max, whose range is one of the candidates
+    minmax = fake_quantize_weight(weight, bits)
+    mse = fake_quantize_weight(weight, bits, "mse")
+    for row in range(weight.shape[0]):
+        assert (mse[row] - weight[row]).double().square().sum() <= (
+            (minmax[row] - weight[row]).double().square().sum()
+        )
+
+
+def test_mse_range_keeps_two_bit_channels_informative() -> None:
+    # Gaussian channels of 144 weights (a 16-channel 3x3 conv): min-max puts the 2-bit threshold
+    # at half the largest magnitude, zeroing most weights; the MSE range keeps most of the energy.
+    weight = torch.randn(64, 16, 3, 3, generator=torch.Generator().manual_seed(0))
+    energy = weight.square().sum()
+    minmax = (fake_quantize_weight(weight, 2) - weight).square().sum() / energy
+    mse = (fake_quantize_weight(weight, 2, "mse") - weight).square().sum() / energy
+    assert minmax > 0.5 and mse < 0.25
+    assert (fake_quantize_weight(weight, 2) == 0).float().mean() > 0.75
+    assert (fake_quantize_weight(weight, 2, "mse") == 0).float().mean() < 0.5
+    # 8 bits: clipping gains nothing measurable, the range stays within 10 % of the maximum
+    ratio = weight_scale(weight, 8, "mse") / weight_scale(weight, 8)
+    assert bool(((ratio > 0.9) & (ratio <= 1.0)).all())
+
+
+def test_weight_range_rule_is_checked() -> None:
+    with pytest.raises(ValueError, match="weight_range"):
+        quantize_weight(torch.ones(2, 3), 4, "max")
+    with pytest.raises(ValueError, match="weight_range"):
+        quantize_weight_per_channel(torch.ones(2, 3), torch.tensor([2, 4]), "MSE")
+    from zerobit.config import SUPPORTED_WEIGHT_RANGES
+    from zerobit.quant import WEIGHT_RANGES
+
+    assert SUPPORTED_WEIGHT_RANGES == WEIGHT_RANGES
 
 
 @pytest.mark.parametrize(
@@ -500,13 +563,16 @@ def test_quantize_bias_matches_naive_loop():
     assert codes.tolist()[2:4] == [INT32_MAX, INT32_MIN]
 
 
-def test_candidate_weight_scales_equal_weight_scale_bit_for_bit() -> None:
+@pytest.mark.parametrize("weight_range", ["minmax", "mse"])
+def test_candidate_weight_scales_equal_weight_scale_bit_for_bit(weight_range) -> None:
     from zerobit.quant import candidate_weight_scales, weight_scale
 
     weight = torch.randn(12, 5, 3, 3)
     weight[4] = 0.0  # an all-zero channel takes the fallback maximum
     bits = (0, 2, 3, 4, 8)
-    scales = candidate_weight_scales(weight, bits)
+    scales = candidate_weight_scales(weight, bits, weight_range)
     assert scales.shape == (len(bits), 12)
     for row, b in zip(scales, bits):
-        assert torch.equal(row, weight_scale(weight, b))
+        assert torch.equal(row, weight_scale(weight, b, weight_range))
+    expected = [float(np.float32(1.0) / np.float32(weight_levels(b))) for b in bits[1:]]
+    assert scales[1:, 4].tolist() == expected

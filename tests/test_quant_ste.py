@@ -26,6 +26,7 @@ from zerobit.quant import (
     quantize_bias,
     quantize_bias_ste,
     quantize_weight,
+    quantize_weight_per_channel,
     round_ste,
 )
 
@@ -47,11 +48,11 @@ def random_probs(count: int, *shape: int, seed: int, dtype=torch.float32) -> tor
 # --- weights ----------------------------------------------------------------------------------
 
 
-def reference_weight(weight, probs, bits):
+def reference_weight(weight, probs, bits, weight_range="minmax"):
     """Forward in the documented order; gradients from autograd on per-candidate terms."""
     mixed = torch.zeros_like(weight)
     for index, bit in enumerate(bits):
-        codes, scale = quantize_weight(weight.detach(), bit)
+        codes, scale = quantize_weight(weight.detach(), bit, weight_range)
         mix = probs[index] * scale  # (C,), carries the gradient to probs
         mixed = mixed + codes.to(weight.dtype) * mix.reshape(-1, *[1] * (weight.dim() - 1))
     # Straight-through identity for W through every candidate, 0 bits included.
@@ -69,8 +70,9 @@ WEIGHT_SHAPES = [(5, 3), (4, 2, 3, 3), (3, 1, 5), (1, 7)]
     st.sampled_from([(0, 2, 4, 8), (2, 4, 8), (0, 8), (3,), (0,)]),
     st.integers(min_value=0, max_value=10_000),
     st.sampled_from([torch.float32, torch.float64]),
+    st.sampled_from(["minmax", "mse"]),
 )
-def test_mixed_weight_quant_matches_reference(shape, bits, seed, dtype):
+def test_mixed_weight_quant_matches_reference(shape, bits, seed, dtype, weight_range):
     generator = torch.Generator().manual_seed(seed)
     weight = torch.randn(*shape, generator=generator, dtype=dtype)
     weight[-1] = 0.0  # an all-zero channel
@@ -79,12 +81,12 @@ def test_mixed_weight_quant_matches_reference(shape, bits, seed, dtype):
 
     latent = weight.clone().requires_grad_()
     theta = probs.clone().requires_grad_()
-    out = mixed_weight_quant(latent, theta, bits)
+    out = mixed_weight_quant(latent, theta, bits, weight_range)
     out.backward(grad)
 
     ref_latent = weight.clone().requires_grad_()
     ref_theta = probs.clone().requires_grad_()
-    ref = reference_weight(ref_latent, ref_theta, bits)
+    ref = reference_weight(ref_latent, ref_theta, bits, weight_range)
     ref.backward(grad)
 
     assert out.dtype == dtype and out.shape == weight.shape
@@ -96,16 +98,24 @@ def test_mixed_weight_quant_matches_reference(shape, bits, seed, dtype):
         assert not theta.grad[bits.index(0)].any()
 
 
-def test_mixed_weight_one_hot_equals_fake_quantize_and_zero_bits_prune():
+@pytest.mark.parametrize("weight_range", ["minmax", "mse"])
+def test_mixed_weight_one_hot_equals_fake_quantize_and_zero_bits_prune(weight_range):
     weight = torch.randn(6, 4, 3, generator=torch.Generator().manual_seed(3))
     bits = (0, 2, 4, 8)
     choice = torch.tensor([0, 1, 2, 3, 3, 0])
     probs = torch.nn.functional.one_hot(choice, len(bits)).T.float()
-    out = mixed_weight_quant(weight, probs, bits)
+    out = mixed_weight_quant(weight, probs, bits, weight_range)
     for channel, index in enumerate(choice.tolist()):
-        expected = fake_quantize_weight(weight, bits[index])[channel]
+        expected = fake_quantize_weight(weight, bits[index], weight_range)[channel]
         assert torch.equal(out[channel], expected)
+        # The frozen model's quantizer: one width per channel, ranges computed per channel.
+        codes, scale = quantize_weight_per_channel(weight, bits_tensor(bits, choice), weight_range)
+        assert torch.equal(out[channel], codes[channel].float() * scale[channel])
     assert not out[0].any() and not out[5].any()
+
+
+def bits_tensor(bits, choice):
+    return torch.tensor([bits[i] for i in choice.tolist()])
 
 
 def test_mixed_weight_quant_rejects():
@@ -116,6 +126,10 @@ def test_mixed_weight_quant_rejects():
         mixed_weight_quant(weight, torch.ones(2, 2), (2, 4))
     with pytest.raises(ValueError):
         mixed_weight_quant(weight, torch.ones(0, 3), ())
+    with pytest.raises(ValueError, match="weight_range"):
+        mixed_weight_quant(weight, torch.ones(2, 3) / 2, (2, 4), "percentile")
+    with pytest.raises(ValueError, match="ranges"):
+        mixed_weight_quant(weight, torch.ones(2, 3) / 2, (2, 4), ranges=torch.ones(3))
 
 
 # --- activations ------------------------------------------------------------------------------
@@ -482,7 +496,8 @@ def test_native_disabled_never_builds(monkeypatch, recwarn):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("bits", [(0, 2, 4, 8), (2, 4, 8), (0,), (3,)])
 @pytest.mark.parametrize("shape", [(5, 3), (4, 2, 3, 3), (64, 64, 3, 3), (10, 64)])
-def test_native_weight_equals_pure_torch(native, monkeypatch, dtype, bits, shape):
+@pytest.mark.parametrize("weight_range", ["minmax", "mse"])
+def test_native_weight_equals_pure_torch(native, monkeypatch, dtype, bits, shape, weight_range):
     generator = torch.Generator().manual_seed(len(bits) * 100 + shape[-1])
     weight = torch.randn(*shape, generator=generator, dtype=dtype)
     weight[-1] = 0.0  # an all-zero channel
@@ -499,7 +514,7 @@ def test_native_weight_equals_pure_torch(native, monkeypatch, dtype, bits, shape
     for use_native in (True, False):
         monkeypatch.setenv("ZEROBIT_NATIVE", "1" if use_native else "0")
         latent, theta = weight.clone().requires_grad_(), probs.clone().requires_grad_()
-        out = mixed_weight_quant(latent, theta, bits)
+        out = mixed_weight_quant(latent, theta, bits, weight_range)
         out.backward(grad)
         results.append((out.detach(), latent.grad, theta.grad))
     (native_out, native_latent, native_theta), (torch_out, torch_latent, torch_theta) = results

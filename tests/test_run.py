@@ -112,6 +112,8 @@ def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
         Run(attached, tmp_path / "run").run()
     with pytest.raises(ValueError, match="budget_signal must be one of"):
         RunConfig(**{**TINY.to_dict(), "budget_signal": "mean"})
+    with pytest.raises(ValueError, match="weight_range must be one of"):
+        RunConfig(**{**TINY.to_dict(), "weight_range": "percentile"})
 
 
 def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> None:
@@ -121,9 +123,20 @@ def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> N
     stored = json.loads(path.read_text())
     del stored["detach_input_channels"]  # as written by zerobit before the keys existed
     del stored["budget_signal"]
+    del stored["weight_range"]
     path.write_text(json.dumps(stored))
     Run(TINY, tmp_path / "run").prepare(resume=True)
     assert json.loads(path.read_text()) == TINY.to_dict()
+
+
+def test_run_passes_the_weight_range_to_the_search_and_the_frozen_model(tmp_path: Path) -> None:
+    for weight_range in ("minmax", "mse"):
+        config = RunConfig(**{**TINY.to_dict(), "weight_range": weight_range})
+        smodel = Run(config, tmp_path / weight_range)._convert(zb.models.ResNet8((1, 8, 8)))
+        assert smodel.space.weight_range == weight_range
+        assert {layer.weight_range for layer in smodel.layers().values()} == {weight_range}
+        frozen = smodel.freeze()
+        assert {layer.weight_range for layer in frozen.layers().values()} == {weight_range}
 
 
 def test_run_passes_the_detach_policy_to_the_search(tmp_path: Path) -> None:

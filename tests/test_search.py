@@ -323,6 +323,34 @@ def test_single_choice_space_is_plain_quantization_aware_training() -> None:
     assert torch.allclose(searched, frozen(x), atol=0.05)
 
 
+def test_mse_weight_range_is_what_the_frozen_and_exported_models_compute() -> None:
+    from zerobit.export import run_reference, to_ir
+    from zerobit.quant import mixed_weight_quant, quantize_weight_per_channel
+
+    space = zb.SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(2, 4, 8), weight_range="mse")
+    smodel = converted(ResNet8((1, 16, 16)), (1, 16, 16), space)
+    randomize_logits_(smodel)
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        smodel.eval()(x)  # one-hot (argmax) probabilities
+    frozen = smodel.freeze().eval()
+    clipped = 0
+    for name, layer in frozen.layers().items():
+        searched = smodel.layers()[name]
+        selector = searched.selector
+        # the weights the argmax search layer computes with are the frozen layer's integers
+        weight = mixed_weight_quant(searched.weight, selector.probs, selector.bits, "mse")
+        params = layer.integer_layer()
+        scale = params.weight_scale.reshape(-1, *[1] * (weight.dim() - 1))
+        assert torch.equal(weight, params.weight_codes.float() * scale), name
+        codes, scale = quantize_weight_per_channel(layer.weight, layer.bits, "mse")
+        assert torch.equal(params.weight_codes, codes) and torch.equal(params.weight_scale, scale)
+        minmax = quantize_weight_per_channel(layer.weight, layer.bits)[1]
+        clipped += int((scale < minmax).sum())
+    assert clipped > 0  # the rule reached the frozen model: some ranges are clipped
+    assert torch.equal(run_reference(to_ir(frozen), x), frozen(x))
+
+
 def test_freeze_equals_freeze_from_architecture() -> None:
     model = randomize_bn_(ResNet8((1, 16, 16)))
     x = torch.rand(4, 1, 16, 16)
@@ -455,11 +483,19 @@ def test_wrong_example_input_shape_is_reported() -> None:
         (dict(act_bits=(1, 8)), "not supported"),
         (dict(weight_bits=(0,)), "prune every channel"),
         (dict(overrides={"x": {"bits": 3}}), "unknown keys"),
+        (dict(weight_range="percentile"), "weight_range must be one of"),
     ],
 )
 def test_bad_spaces_are_rejected(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         zb.SearchSpace(**kwargs)
+
+
+def test_space_round_trips_its_weight_range_and_old_dicts_take_the_paper_rule() -> None:
+    space = zb.SearchSpace((0, 2, 8), (8,), weight_range="mse")
+    assert zb.SearchSpace.from_dict(space.to_dict()) == space
+    old = {k: v for k, v in space.to_dict().items() if k != "weight_range"}
+    assert zb.SearchSpace.from_dict(old).weight_range == "minmax"
 
 
 def test_space_incompatible_with_cost_lists_allowed_bits() -> None:

@@ -69,6 +69,14 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         help="candidate bit-widths of the network input (default: 8)",
     )
     space.add_argument(
+        "--weight-range",
+        choices=("minmax", "mse"),
+        default=defaults.weight_range,
+        help="how each channel's weight quantization range is chosen: minmax, its largest "
+        "magnitude (the paper's); mse, the clipped range with the least squared error at each "
+        f"bit-width (far better at 2 bits) (default: {defaults.weight_range})",
+    )
+    space.add_argument(
         "--cost",
         default=defaults.cost,
         choices=("size", "bitops", "macs", "mpic", "ne16", "flash", "ram"),
@@ -203,6 +211,7 @@ def _config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         target=args.target,
         budget_signal=args.budget_signal,
+        weight_range=args.weight_range,
         detach_input_channels={"auto": None, "yes": True, "no": False}[args.detach_input_channels],
     )
 

@@ -11,6 +11,8 @@ from typing import Any
 SUPPORTED_WEIGHT_BITS = (0, 2, 3, 4, 5, 6, 7, 8)
 #: Activation bit-widths zerobit can quantize to.
 SUPPORTED_ACT_BITS = (2, 3, 4, 5, 6, 7, 8)
+#: Rules for a channel's weight range (:data:`zerobit.quant.WEIGHT_RANGES`).
+SUPPORTED_WEIGHT_RANGES = ("minmax", "mse")
 
 
 def _bits_tuple(value: Any, what: str, allowed: tuple[int, ...]) -> tuple[int, ...]:
@@ -74,6 +76,11 @@ class SearchSpace:
             :class:`LayerOverride` or a dict of its fields.
         weight_granularity: ``"channel"`` (one bit-width per output channel) or ``"layer"`` (one
             per coupling group, the EdMIPS-style layer-wise search; no 0-bit option).
+        weight_range: How each channel's weight range (its quantization scale times ``n_p``) is
+            chosen at every bit-width: ``"minmax"`` (its largest magnitude, the paper's) or
+            ``"mse"`` (the clipped range with the least squared error; see
+            :func:`zerobit.quant.weight_ranges`). Used by the search, the frozen model and so
+            the export.
 
     Example:
         >>> space = SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(8,),
@@ -87,8 +94,13 @@ class SearchSpace:
     input_bits: tuple[int, ...] = (8,)
     overrides: Mapping[str, LayerOverride] = field(default_factory=dict)
     weight_granularity: str = "channel"
+    weight_range: str = "minmax"
 
     def __post_init__(self) -> None:
+        if self.weight_range not in SUPPORTED_WEIGHT_RANGES:
+            raise ValueError(
+                f"weight_range must be one of {SUPPORTED_WEIGHT_RANGES}, got {self.weight_range!r}"
+            )
         weight_bits = _bits_tuple(self.weight_bits, "weight_bits", SUPPORTED_WEIGHT_BITS)
         if weight_bits == (0,):
             raise ValueError("weight_bits=(0,) would prune every channel; add a non-zero bit-width")
@@ -137,6 +149,7 @@ class SearchSpace:
             "act_bits": list(self.act_bits),
             "input_bits": list(self.input_bits),
             "weight_granularity": self.weight_granularity,
+            "weight_range": self.weight_range,
             "overrides": {
                 name: {
                     k: (list(v) if isinstance(v, tuple) else v)
@@ -156,6 +169,7 @@ class SearchSpace:
             input_bits=tuple(data.get("input_bits", (8,))),
             overrides=dict(data.get("overrides", {})),
             weight_granularity=data.get("weight_granularity", "channel"),
+            weight_range=data.get("weight_range", "minmax"),
         )
 
 

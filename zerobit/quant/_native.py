@@ -83,25 +83,24 @@ def supports(x: Tensor) -> bool:
     )
 
 
-def supports_weight(weight: Tensor, probs: Tensor) -> bool:
+def supports_weight(weight: Tensor, probs: Tensor, ranges: Tensor) -> bool:
     """Whether the native kernels can process a weight mixture (see :func:`supports`).
 
     Args:
         weight: Latent weights (C_out, ...).
         probs: Probabilities (P, C_out); must share the dtype of ``weight``.
+        ranges: Per-candidate channel ranges (P, C_out); must share the dtype of ``weight``.
 
     Returns:
         True when the kernels are available and take these tensors.
     """
-    return (
-        probs.dtype == weight.dtype
-        and probs.device == weight.device
-        and probs.layout == torch.strided
-        and supports(weight)
-    )
+    return all(
+        t.dtype == weight.dtype and t.device == weight.device and t.layout == torch.strided
+        for t in (probs, ranges)
+    ) and supports(weight)
 
 
-def weight_forward(weight: Tensor, probs: Tensor, levels: Sequence[int]) -> Tensor:
+def weight_forward(weight: Tensor, probs: Tensor, levels: Sequence[int], ranges: Tensor) -> Tensor:
     """Return ``W_eff[c] = sum_p probs[p, c] * Q_p(W)[c]`` in one pass.
 
     Bit-identical to the pure-torch forward of :func:`zerobit.quant.mixed_weight_quant`. Call
@@ -111,6 +110,8 @@ def weight_forward(weight: Tensor, probs: Tensor, levels: Sequence[int]) -> Tens
         weight: float32 or float64 CPU tensor (C_out, ...).
         probs: (P, C_out), dtype of ``weight``; no gradient is taken here.
         levels: Per candidate ``n_p`` (0 for the pruned one).
+        ranges: (P, C_out), dtype of ``weight``: candidate p's scale in channel c is
+            ``ranges[p, c] / n_p``.
 
     Returns:
         Contiguous, shaped like ``weight``.
@@ -118,6 +119,7 @@ def weight_forward(weight: Tensor, probs: Tensor, levels: Sequence[int]) -> Tens
     library = _library_or_raise()
     # Named, so that copies made by contiguous() outlive the call.
     source, theta = weight.detach().contiguous(), probs.detach().contiguous()
+    bounds = ranges.detach().contiguous()
     mixed = torch.empty_like(source)
     function = (
         library.zerobit_weight_forward_f32
@@ -133,12 +135,13 @@ def weight_forward(weight: Tensor, probs: Tensor, levels: Sequence[int]) -> Tens
         source.numel() // max(channels, 1),
         len(levels),
         (ctypes.c_int64 * len(levels))(*levels),
+        bounds.data_ptr(),
     )
     _check(status)
     return mixed
 
 
-def weight_backward(weight: Tensor, grad: Tensor, levels: Sequence[int]) -> Tensor:
+def weight_backward(weight: Tensor, grad: Tensor, levels: Sequence[int], ranges: Tensor) -> Tensor:
     """Return ``dL/dprobs[p, c] = sum over channel c of g * Q_p(W)[c]``, (P, C_out).
 
     Accumulated in float64 per channel, then multiplied by the scale in the dtype of ``weight``
@@ -148,12 +151,14 @@ def weight_backward(weight: Tensor, grad: Tensor, levels: Sequence[int]) -> Tens
         weight: The saved latent weights (C_out, ...), as for :func:`weight_forward`.
         grad: ``dL/dW_eff``, shaped like ``weight``, same dtype.
         levels: Per candidate ``n_p`` (0 for the pruned one).
+        ranges: (P, C_out) channel ranges, as for :func:`weight_forward`.
 
     Returns:
         (P, C_out), dtype of ``weight``; the pruned candidate's row is 0.
     """
     library = _library_or_raise()
     source, gradient = weight.detach().contiguous(), grad.contiguous()
+    bounds = ranges.detach().contiguous()
     channels = source.shape[0]
     grad_probs = source.new_empty((len(levels), channels))
     function = (
@@ -169,6 +174,7 @@ def weight_backward(weight: Tensor, grad: Tensor, levels: Sequence[int]) -> Tens
         source.numel() // max(channels, 1),
         len(levels),
         (ctypes.c_int64 * len(levels))(*levels),
+        bounds.data_ptr(),
     )
     _check(status)
     return grad_probs
@@ -340,7 +346,7 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
         backward.restype = flag
         for direction in ("forward", "backward"):
             weight = getattr(library, f"zerobit_weight_{direction}_{suffix}")
-            weight.argtypes = [pointer, pointer, pointer, size, size, size, levels]
+            weight.argtypes = [pointer, pointer, pointer, size, size, size, levels, pointer]
             weight.restype = flag
     return library
 

@@ -5,9 +5,13 @@
 Conventions (zerobit Part A items 7-9):
 
 * Weights: symmetric per output channel (dim 0), narrow range. For ``bits`` p >= 2,
-  ``m_c = max |W[c]|`` (detached; 1 when the channel is all zero), ``n_p = 2^(p-1) - 1``,
-  ``s_{p,c} = m_c / n_p``, ``codes = clamp(round_half_even(W / s), -n_p, n_p)``. ``bits`` 0 means
-  the channel is pruned: codes 0 and scale 0. 1 bit is not a valid width.
+  ``n_p = 2^(p-1) - 1``, ``s_{p,c} = r_{p,c} / n_p``,
+  ``codes = clamp(round_half_even(W / s), -n_p, n_p)``. The range ``r_{p,c}`` (detached) is
+  chosen by the *weight range* (:data:`WEIGHT_RANGES`): ``"minmax"`` (the paper's) takes
+  ``m_c = max |W[c]|`` (1 when the channel is all zero); ``"mse"`` takes the fraction of ``m_c``
+  in :data:`MSE_RANGE_FRACTIONS` whose codes reconstruct ``W[c]`` with the least squared error
+  at ``p`` bits (:func:`weight_ranges`). ``bits`` 0 means the channel is pruned: codes 0 and
+  scale 0. 1 bit is not a valid width.
 * Activations: per tensor, learned clip ``beta > 0``. Unsigned codes lie in ``[0, 2^q - 1]``,
   signed ones in ``[-2^(q-1), 2^(q-1) - 1]``; ``s = beta / hi``;
   ``codes = clamp(round_half_even(x / s), lo, hi)``.
@@ -31,12 +35,16 @@ __all__ = [
     "ACT_BITS",
     "INT32_MAX",
     "INT32_MIN",
+    "MSE_RANGE_FRACTIONS",
     "WEIGHT_BITS",
+    "WEIGHT_RANGES",
     "act_range",
     "act_scale",
-    "check_act_bits",
+    "candidate_weight_ranges",
     "candidate_weight_scales",
+    "check_act_bits",
     "check_weight_bits",
+    "check_weight_range",
     "dequantize_weight",
     "fake_quantize_act",
     "fake_quantize_weight",
@@ -50,11 +58,19 @@ __all__ = [
     "requantize_float64",
     "requantize_float64_exact",
     "weight_levels",
+    "weight_ranges",
     "weight_scale",
 ]
 
 WEIGHT_BITS: tuple[int, ...] = (0, 2, 3, 4, 5, 6, 7, 8)
 """Valid weight bit-widths; 0 means the channel is pruned."""
+WEIGHT_RANGES: tuple[str, ...] = ("minmax", "mse")
+"""How a channel's weight range is chosen: its largest magnitude (``"minmax"``, the paper's), or
+the clipped range with the least squared quantization error at each bit-width (``"mse"``)."""
+MSE_RANGE_FRACTIONS: tuple[float, ...] = tuple(1.0 - k / 20 for k in range(16))
+"""Fractions of ``max |W[c]|`` the ``"mse"`` range tries, widest first (1.0 down to 0.25)."""
+#: Elements of the (fractions, channels, weights) error tensor evaluated at once.
+_RANGE_CHUNK = 1 << 18
 ACT_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8)
 """Valid activation bit-widths (signed or unsigned)."""
 INT32_MIN = -(2**31)
@@ -124,8 +140,71 @@ def _per_channel(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
+def check_weight_range(weight_range: str) -> None:
+    """Raise ``ValueError`` unless ``weight_range`` is one of :data:`WEIGHT_RANGES`.
+
+    Args:
+        weight_range: Name of a weight range rule.
+    """
+    if weight_range not in WEIGHT_RANGES:
+        raise ValueError(f"weight_range must be one of {WEIGHT_RANGES}, got {weight_range!r}")
+
+
+def weight_ranges(
+    weight: Tensor, levels: Tensor, weight_range: str = "minmax", max_abs: Tensor | None = None
+) -> Tensor:
+    """Return each output channel's quantization range ``r_c`` (the scale is ``r_c / n_p``).
+
+    ``"minmax"``: ``max |W[c]|`` (1 for an all-zero channel). ``"mse"``: the fraction ``f`` of it
+    in :data:`MSE_RANGE_FRACTIONS` that minimizes ``sum_k (Q(W[c, k]) - W[c, k])^2`` (summed in
+    float64) with the grid of ``levels[c]``; the first, widest, fraction wins a tie, so an
+    all-zero or a pruned channel keeps ``max |W[c]|``. A channel's range depends only on its
+    own weights and level, so the per-channel and per-candidate quantizers agree bit for bit.
+
+    Args:
+        weight: Float (C_out, ...).
+        levels: (C_out,) or (P, C_out) ``n_p`` per channel (0: pruned), dtype of ``weight``.
+        weight_range: One of :data:`WEIGHT_RANGES`.
+        max_abs: ``max |W[c]|`` if already computed, (C_out,).
+
+    Returns:
+        Detached ranges shaped like ``levels``, dtype of ``weight``.
+
+    Raises:
+        ValueError: For an unknown ``weight_range``.
+    """
+    check_weight_range(weight_range)
+    if max_abs is None:
+        max_abs = _channel_max_abs(weight)
+    ranges = max_abs.expand_as(levels).clone()
+    if weight_range == "minmax":
+        return ranges
+    rows = weight.detach().reshape(weight.shape[0], -1)
+    fractions = torch.tensor(MSE_RANGE_FRACTIONS, dtype=weight.dtype, device=weight.device)
+    # One search per distinct width over every channel, whatever the layout of ``levels``: the
+    # same tensors, so the same sums, for the per-channel and the per-candidate quantizers.
+    for level in torch.unique(levels).tolist():
+        if level == 0:
+            continue  # pruned: the range is never used
+        best = fractions[_best_fractions(rows, max_abs, fractions, level)]
+        ranges = torch.where(levels == level, best * max_abs, ranges)
+    return ranges
+
+
+def _best_fractions(rows: Tensor, max_abs: Tensor, fractions: Tensor, level: float) -> Tensor:
+    """Index of the fraction whose grid at ``level`` fits each row of ``rows`` best, (C,)."""
+    step = max(1, _RANGE_CHUNK // max(1, rows.numel()))
+    errors = []
+    for start in range(0, len(fractions), step):
+        part = fractions[start : start + step].unsqueeze(1)  # (F, 1)
+        scale = (part * max_abs / level).unsqueeze(-1)  # (F, C, 1)
+        codes = torch.round(rows / scale).clamp_(-level, level)
+        errors.append((codes.mul_(scale).sub_(rows)).double().square_().sum(-1))
+    return torch.cat(errors).argmin(dim=0)  # first minimum: the widest range on a tie
+
+
 def _weight_grid(
-    weight: Tensor, levels: Tensor, max_abs: Tensor | None = None
+    weight: Tensor, levels: Tensor, ranges: Tensor | None = None, weight_range: str = "minmax"
 ) -> tuple[Tensor, Tensor]:
     """Float codes and scales for per-channel ``levels`` (n_p, 0 for pruned channels).
 
@@ -135,7 +214,8 @@ def _weight_grid(
     Args:
         weight: Float (C_out, ...).
         levels: Same float dtype as ``weight``, (C_out,): ``n_p`` per channel, 0 where pruned.
-        max_abs: ``_channel_max_abs(weight)`` if already computed, (C_out,).
+        ranges: ``weight_ranges(weight, levels, weight_range)`` if already computed, (C_out,).
+        weight_range: One of :data:`WEIGHT_RANGES`, used when ``ranges`` is None.
 
     Returns:
         ``(codes, scale)``: codes as integer-valued floats shaped like ``weight`` and the scale,
@@ -143,9 +223,9 @@ def _weight_grid(
     """
     pruned = levels == 0
     safe_levels = torch.where(pruned, torch.ones_like(levels), levels)
-    if max_abs is None:
-        max_abs = _channel_max_abs(weight)
-    scale = max_abs / safe_levels
+    if ranges is None:
+        ranges = weight_ranges(weight, levels, weight_range)
+    scale = ranges / safe_levels
     view_levels = _per_channel(levels, weight)
     codes = torch.round(weight.detach() / _per_channel(scale, weight))
     codes = codes.clamp_(-view_levels, view_levels)
@@ -162,30 +242,62 @@ def _uniform_levels(weight: Tensor, bits: int) -> Tensor:
     )
 
 
-def candidate_weight_scales(weight: Tensor, bits: tuple[int, ...]) -> Tensor:
+def candidate_weight_ranges(
+    weight: Tensor, bits: tuple[int, ...], weight_range: str = "minmax"
+) -> Tensor:
+    """Return every candidate bit-width's per-channel range at once (see :func:`weight_ranges`).
+
+    Args:
+        weight: Float (C_out, ...).
+        bits: Candidate bit-widths (0: the pruned candidate, whose range is ``max |W[c]|``).
+        weight_range: One of :data:`WEIGHT_RANGES`.
+
+    Returns:
+        ``weight.dtype`` (len(bits), C_out), detached; one pass over the weights for the maxima.
+    """
+    if weight.dim() == 0:
+        raise ValueError("weight must have at least one dimension (the output channels)")
+    levels = torch.tensor(
+        [float(weight_levels(b)) for b in bits], dtype=weight.dtype, device=weight.device
+    )
+    levels = levels.unsqueeze(1).expand(len(bits), weight.shape[0])
+    return weight_ranges(weight, levels, weight_range)
+
+
+def candidate_weight_scales(
+    weight: Tensor,
+    bits: tuple[int, ...],
+    weight_range: str = "minmax",
+    ranges: Tensor | None = None,
+) -> Tensor:
     """Return the scale of every candidate bit-width at once, bit-identical to :func:`weight_scale`.
 
     Args:
         weight: Float (C_out, ...).
         bits: Candidate bit-widths (0 gives scale 0).
+        weight_range: One of :data:`WEIGHT_RANGES`.
+        ranges: ``candidate_weight_ranges(weight, bits, weight_range)`` if already computed.
 
     Returns:
-        ``weight.dtype`` (len(bits), C_out), detached; one pass over the weights for the maxima.
+        ``weight.dtype`` (len(bits), C_out), detached.
     """
-    max_abs = _channel_max_abs(weight)
+    if ranges is None:
+        ranges = candidate_weight_ranges(weight, bits, weight_range)
     rows = []
-    for b in bits:
+    for index, b in enumerate(bits):
         levels = weight_levels(b)
-        rows.append(max_abs / float(levels) if levels else torch.zeros_like(max_abs))
+        rows.append(ranges[index] / float(levels) if levels else torch.zeros_like(ranges[index]))
     return torch.stack(rows)
 
 
-def weight_scale(weight: Tensor, bits: int) -> Tensor:
-    """Return the per-output-channel weight scale ``s = max|W[c]| / (2^(bits-1) - 1)``.
+def weight_scale(weight: Tensor, bits: int, weight_range: str = "minmax") -> Tensor:
+    """Return the per-output-channel weight scale ``s = r_c / (2^(bits-1) - 1)``.
 
     Args:
         weight: Float (C_out, ...) (Linear: (C_out, C_in); Conv: (C_out, C_in/groups, *k)).
         bits: Weight bit-width; 0 gives scale 0 (pruned).
+        weight_range: How the range ``r_c`` is chosen, one of :data:`WEIGHT_RANGES`
+            (``"minmax"``: ``max |W[c]|``).
 
     Returns:
         ``weight.dtype`` (C_out,); detached from ``weight``.
@@ -193,15 +305,18 @@ def weight_scale(weight: Tensor, bits: int) -> Tensor:
     Raises:
         ValueError: If ``bits`` is invalid or ``weight`` is 0-dim.
     """
-    return _weight_grid(weight, _uniform_levels(weight, bits))[1]
+    return _weight_grid(weight, _uniform_levels(weight, bits), weight_range=weight_range)[1]
 
 
-def quantize_weight(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+def quantize_weight(
+    weight: Tensor, bits: int, weight_range: str = "minmax"
+) -> tuple[Tensor, Tensor]:
     """Quantize weights symmetrically per output channel (narrow range).
 
     Args:
         weight: Float (C_out, ...).
         bits: Weight bit-width (0 or 2..8); 0 gives zero codes and zero scale.
+        weight_range: One of :data:`WEIGHT_RANGES`.
 
     Returns:
         ``(codes, scale)``: int32 codes shaped like ``weight``, in ``[-n_p, n_p]``, and the
@@ -214,12 +329,17 @@ def quantize_weight(weight: Tensor, bits: int) -> tuple[Tensor, Tensor]:
         >>> codes, scale = quantize_weight(torch.tensor([[1.0, -0.5, 0.2]]), bits=2)
         >>> codes.tolist(), scale.tolist()
         ([[1, 0, 0]], [1.0])
+        >>> codes, scale = quantize_weight(torch.tensor([[1.0, -0.5, 0.2]]), 2, "mse")
+        >>> codes.tolist(), scale.tolist()
+        ([[1, -1, 0]], [0.75])
     """
-    codes, scale = _weight_grid(weight, _uniform_levels(weight, bits))
+    codes, scale = _weight_grid(weight, _uniform_levels(weight, bits), weight_range=weight_range)
     return codes.to(torch.int32), scale
 
 
-def quantize_weight_per_channel(weight: Tensor, bits: Tensor) -> tuple[Tensor, Tensor]:
+def quantize_weight_per_channel(
+    weight: Tensor, bits: Tensor, weight_range: str = "minmax"
+) -> tuple[Tensor, Tensor]:
     """Quantize each output channel with its own bit-width.
 
     Bit-exact with :func:`quantize_weight` called once per distinct width.
@@ -227,6 +347,7 @@ def quantize_weight_per_channel(weight: Tensor, bits: Tensor) -> tuple[Tensor, T
     Args:
         weight: Float (C_out, ...).
         bits: Integer (C_out,), each 0 or 2..8; 0 marks a pruned channel.
+        weight_range: One of :data:`WEIGHT_RANGES`.
 
     Returns:
         ``(codes, scale)``: int32 codes shaped like ``weight`` and the ``weight.dtype`` scale
@@ -246,7 +367,7 @@ def quantize_weight_per_channel(weight: Tensor, bits: Tensor) -> tuple[Tensor, T
         check_weight_bits(int(value))
     bits = bits.to(device=weight.device, dtype=torch.int64)
     levels = torch.where(bits == 0, 0, (1 << (bits - 1).clamp(min=0)) - 1).to(weight.dtype)
-    codes, scale = _weight_grid(weight, levels)
+    codes, scale = _weight_grid(weight, levels, weight_range=weight_range)
     return codes.to(torch.int32), scale
 
 
@@ -263,12 +384,13 @@ def dequantize_weight(codes: Tensor, scale: Tensor) -> Tensor:
     return codes.to(scale.dtype) * _per_channel(scale, codes)
 
 
-def fake_quantize_weight(weight: Tensor, bits: int) -> Tensor:
+def fake_quantize_weight(weight: Tensor, bits: int, weight_range: str = "minmax") -> Tensor:
     """Quantize and dequantize weights; equals ``dequantize_weight(*quantize_weight(...))``.
 
     Args:
         weight: Float (C_out, ...).
         bits: Weight bit-width (0 or 2..8); 0 gives zeros.
+        weight_range: One of :data:`WEIGHT_RANGES`.
 
     Returns:
         ``weight.dtype``, shaped like ``weight``; carries no gradient.
@@ -276,7 +398,7 @@ def fake_quantize_weight(weight: Tensor, bits: int) -> Tensor:
     Raises:
         ValueError: If ``bits`` is invalid.
     """
-    codes, scale = _weight_grid(weight, _uniform_levels(weight, bits))
+    codes, scale = _weight_grid(weight, _uniform_levels(weight, bits), weight_range=weight_range)
     return codes * _per_channel(scale, weight)
 
 

@@ -33,11 +33,11 @@ from torch import Tensor
 from zerobit.quant import _native
 from zerobit.quant.primitives import (
     _bias_codes,
-    _channel_max_abs,
     _per_channel,
     _uniform_levels,
     _weight_grid,
     act_range,
+    candidate_weight_ranges,
     check_act_bits,
     check_weight_bits,
     weight_levels,
@@ -76,72 +76,85 @@ def round_ste(x: Tensor) -> Tensor:
     return cast(Tensor, _RoundSTE.apply(x))
 
 
-def _weight_candidates(weight: Tensor, bits: Sequence[int]) -> list[tuple[Tensor, Tensor] | None]:
+def _weight_candidates(
+    weight: Tensor, bits: Sequence[int], ranges: Tensor
+) -> list[tuple[Tensor, Tensor] | None]:
     """Float codes and scales of each candidate, None for the 0-bit one (Q_0 = 0)."""
-    max_abs = _channel_max_abs(weight)
     return [
-        None if bit == 0 else _weight_grid(weight, _uniform_levels(weight, bit), max_abs)
-        for bit in bits
+        None if bit == 0 else _weight_grid(weight, _uniform_levels(weight, bit), ranges[index])
+        for index, bit in enumerate(bits)
     ]
 
 
 class _MixedWeightQuant(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, weight: Tensor, probs: Tensor, bits: tuple[int, ...]) -> Tensor:
-        ctx.save_for_backward(weight)
+    def forward(
+        ctx: Any, weight: Tensor, probs: Tensor, bits: tuple[int, ...], ranges: Tensor
+    ) -> Tensor:
+        ctx.save_for_backward(weight, ranges)
         ctx.bits = bits
-        ctx.native = _native.supports_weight(weight, probs)
+        ctx.native = _native.supports_weight(weight, probs, ranges)
         if ctx.native:
-            return _native.weight_forward(weight, probs, [weight_levels(bit) for bit in bits])
+            levels = [weight_levels(bit) for bit in bits]
+            return _native.weight_forward(weight, probs, levels, ranges)
         mixed = torch.zeros_like(weight)
         theta = probs.detach()
-        for index, grid in enumerate(_weight_candidates(weight, bits)):
+        for index, grid in enumerate(_weight_candidates(weight, bits, ranges)):
             if grid is not None:
                 codes, scale = grid
                 mixed.add_(codes.mul_(_per_channel(theta[index] * scale, weight)))
         return mixed
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        (weight,) = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        weight, ranges = ctx.saved_tensors
         grad_probs = None
         if ctx.needs_input_grad[1] and ctx.native and grad.dtype == weight.dtype:
             levels = [weight_levels(bit) for bit in ctx.bits]
-            grad_probs = _native.weight_backward(weight, grad, levels)
+            grad_probs = _native.weight_backward(weight, grad, levels, ranges)
         elif ctx.needs_input_grad[1]:
             rows = []
-            for grid in _weight_candidates(weight, ctx.bits):
+            for grid in _weight_candidates(weight, ctx.bits, ranges):
                 if grid is None:
                     rows.append(grad.new_zeros(weight.shape[0]))
                 else:
                     codes, scale = grid
                     rows.append((grad * codes).reshape(weight.shape[0], -1).sum(dim=1) * scale)
             grad_probs = torch.stack(rows)
-        return (grad if ctx.needs_input_grad[0] else None), grad_probs, None
+        return (grad if ctx.needs_input_grad[0] else None), grad_probs, None, None
 
 
-def mixed_weight_quant(weight: Tensor, probs: Tensor, bits: Sequence[int]) -> Tensor:
+def mixed_weight_quant(
+    weight: Tensor,
+    probs: Tensor,
+    bits: Sequence[int],
+    weight_range: str = "minmax",
+    ranges: Tensor | None = None,
+) -> Tensor:
     """Return the effective weights ``W_eff[c] = sum_p probs[p, c] * Q_p(W)[c]``, with Q_0 = 0.
 
     ``Q_p`` is the narrow-range symmetric per-channel quantizer of
-    :func:`zerobit.quant.fake_quantize_weight`. The sum runs over the candidates in order, each
-    term computed as ``(probs[p, c] * s_{p,c}) * codes_p`` (products rounded in the weight dtype),
-    so a one-hot column gives exactly ``s_{p,c} * codes_p``. Backward: ``dL/dW = dL/dW_eff``
-    (straight-through identity for every candidate, equal to ``sum_p probs[p, c] * g`` when a
-    column sums to 1); ``dL/dprobs[p, c] = sum over channel c of g * Q_p(W)[c]``; the channel
-    maxima are detached.
+    :func:`zerobit.quant.fake_quantize_weight` with the range rule ``weight_range``. The sum
+    runs over the candidates in order, each term computed as ``(probs[p, c] * s_{p,c}) *
+    codes_p`` (products rounded in the weight dtype), so a one-hot column gives exactly
+    ``s_{p,c} * codes_p``. Backward: ``dL/dW = dL/dW_eff`` (straight-through identity for every
+    candidate, equal to ``sum_p probs[p, c] * g`` when a column sums to 1); ``dL/dprobs[p, c] =
+    sum over channel c of g * Q_p(W)[c]``; the channel ranges are detached.
 
     Args:
         weight: Float (C_out, ...) latent weights.
         probs: Float (P, C_out), the per-channel probabilities over ``bits`` (per-layer
             probabilities: expand a (P, 1) tensor).
         bits: The P candidate bit-widths, each 0 or 2..8.
+        weight_range: One of :data:`zerobit.quant.WEIGHT_RANGES`.
+        ranges: ``candidate_weight_ranges(weight, bits, weight_range)`` if already computed
+            (the searchable layer shares them with its bias scale), (P, C_out).
 
     Returns:
         ``weight.dtype``, shaped like ``weight``.
 
     Raises:
-        ValueError: If a bit-width is invalid or the shapes do not match.
+        ValueError: If a bit-width or the range rule is invalid or the shapes do not match.
     """
     bits = tuple(bits)
     if not bits:
@@ -153,7 +166,13 @@ def mixed_weight_quant(weight: Tensor, probs: Tensor, bits: Sequence[int]) -> Te
             f"probs must have shape (len(bits), C_out) = ({len(bits)}, "
             f"{weight.shape[0] if weight.dim() else '?'}), got {tuple(probs.shape)}"
         )
-    return cast(Tensor, _MixedWeightQuant.apply(weight, probs, bits))
+    if ranges is None:
+        ranges = candidate_weight_ranges(weight, bits, weight_range)
+    elif ranges.shape != probs.shape:
+        raise ValueError(
+            f"ranges must have shape {tuple(probs.shape)} like probs, got {tuple(ranges.shape)}"
+        )
+    return cast(Tensor, _MixedWeightQuant.apply(weight, probs, bits, ranges.detach()))
 
 
 # The candidates' passes run slice by slice, so that each slice of x, g and the temporaries is

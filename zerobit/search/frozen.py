@@ -112,6 +112,7 @@ class FrozenLayer(nn.Module):
         self.weight = nn.Parameter(source.weight.detach().clone())
         self.bias = nn.Parameter(source.bias.detach().clone())
         self.kind = source.kind
+        self.weight_range = source.weight_range
         self.dims = source.dims
         self.conv_args = dict(source.conv_args)
         self.register_buffer("bits", bits.to(torch.int64).clone())
@@ -152,7 +153,7 @@ class FrozenLayer(nn.Module):
 
     def _fake_quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         bits = self.bits
-        codes, scale = quantize_weight_per_channel(self.weight.detach(), bits)
+        codes, scale = quantize_weight_per_channel(self.weight.detach(), bits, self.weight_range)
         shape = (-1,) + (1,) * (self.weight.dim() - 1)
         quantized = codes.to(self.weight.dtype) * scale.reshape(shape)
         weight = self.weight + (quantized - self.weight).detach()
@@ -165,7 +166,9 @@ class FrozenLayer(nn.Module):
     def integer_layer(self) -> IntegerLayer:
         """Return the integer parameters this layer computes with in eval mode."""
         bits = self.bits
-        weight_codes, weight_scale = quantize_weight_per_channel(self.weight, bits)
+        weight_codes, weight_scale = quantize_weight_per_channel(
+            self.weight, bits, self.weight_range
+        )
         input_scale = self.input_quantizer.scale().detach()
         bias_codes = quantize_bias(self.bias, input_scale, weight_scale)
         out_q = self.output_quantizer

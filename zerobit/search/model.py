@@ -278,7 +278,7 @@ class SearchModel(nn.Module):
         for info in analysis.layers.values():
             layer = modules[info.name]
             ensure_bias_(layer)
-            searchable = SearchableLayer(layer, info.kind)
+            searchable = SearchableLayer(layer, info.kind, self.space.weight_range)
             gm.add_submodule(info.name, searchable)
             quantizer = quantizers[analysis.points[info.input_point].group]
             searchable.bind(selectors[info.group], quantizer)

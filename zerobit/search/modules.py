@@ -11,7 +11,9 @@ from torch import nn
 
 from zerobit.quant import (
     act_scale,
+    candidate_weight_ranges,
     candidate_weight_scales,
+    check_weight_range,
     fake_quant_act,
     mixed_act_quant,
     mixed_weight_quant,
@@ -121,13 +123,15 @@ class SearchableLayer(nn.Module):
     selector: ChannelSelector
     input_quantizer: ActQuantizer
 
-    def __init__(self, layer: nn.Module, kind: str) -> None:
+    def __init__(self, layer: nn.Module, kind: str, weight_range: str = "minmax") -> None:
         super().__init__()
+        check_weight_range(weight_range)
         weight: torch.Tensor = layer.weight  # type: ignore[assignment]
         bias: torch.Tensor = layer.bias  # type: ignore[assignment]
         self.weight = nn.Parameter(weight.detach().clone())
         self.bias = nn.Parameter(bias.detach().clone())
         self.kind = kind
+        self.weight_range = weight_range
         self.dims = weight.dim() - 2
         self.conv_args: dict[str, object] = {}
         if self.dims > 0:
@@ -161,19 +165,23 @@ class SearchableLayer(nn.Module):
         selector = self.selector
         probs = selector.probs
         bits = selector.bits
-        weight = mixed_weight_quant(self.weight, probs, bits)
         with torch.no_grad():
-            scales = candidate_weight_scales(self.weight, bits)  # (P, C)
+            ranges = candidate_weight_ranges(self.weight, bits, self.weight_range)  # (P, C)
+            scales = candidate_weight_scales(self.weight, bits, ranges=ranges)
             weight_scale_eff = (probs.detach() * scales).sum(0)
             input_scale = self.input_quantizer.effective_scale()
         zero = selector.zero_index
         keep = (1.0 - probs[zero]) if zero is not None else torch.ones_like(self.bias)
         bias = quantize_bias_ste(self.bias, input_scale * weight_scale_eff, keep)
+        weight = mixed_weight_quant(self.weight, probs, bits, ranges=ranges)
         return self.linear_op(x, weight, bias)
 
     def extra_repr(self) -> str:
         """Summarize the configuration for ``print(model)``."""
-        return f"kind={self.kind}, weight={tuple(self.weight.shape)}"
+        return (
+            f"kind={self.kind}, weight={tuple(self.weight.shape)}, "
+            f"weight_range={self.weight_range!r}"
+        )
 
 
 class QuantAvgPool(nn.Module):

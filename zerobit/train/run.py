@@ -80,6 +80,8 @@ class RunConfig:
         target: A budget such as ``"size=20kB"`` or ``"mpic=2e6"``: the strength then adapts
             during the search so that the final model meets it (see zerobit.train.budget).
         weight_granularity: ``"channel"`` or ``"layer"`` (see :class:`zerobit.SearchSpace`).
+        weight_range: ``"minmax"`` or ``"mse"``: how each channel's weight quantization range
+            is chosen (see :class:`zerobit.SearchSpace`).
         method: Label of the method this configuration implements (``"joint"``, or a baseline
             of :mod:`zerobit.train.baselines`), copied to result.json.
         detach_input_channels: Whether the cost sees each layer's effective input channels
@@ -117,6 +119,7 @@ class RunConfig:
     method: str = "joint"
     detach_input_channels: bool | None = None
     budget_signal: str = "argmax"
+    weight_range: str = "minmax"
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -145,6 +148,7 @@ class RunConfig:
             self.act_bits,
             self.input_bits,
             weight_granularity=self.weight_granularity,
+            weight_range=self.weight_range,
         )
 
     def sampling(self) -> Sampling:

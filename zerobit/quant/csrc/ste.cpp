@@ -29,7 +29,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -384,21 +383,6 @@ int backward_entry(
 }
 
 template <typename T>
-T channel_max_abs(const T* w, int64_t size) {
-  T largest = T(0);
-  bool nan = false;
-  for (int64_t k = 0; k < size; ++k) {
-    const T magnitude = std::fabs(w[k]);
-    nan = nan || std::isnan(magnitude);
-    largest = magnitude > largest ? magnitude : largest;
-  }
-  if (nan) {
-    return std::numeric_limits<T>::quiet_NaN();  // torch's amax propagates NaN
-  }
-  return largest == T(0) ? T(1) : largest;  // all-zero channel: codes are 0 whatever the scale
-}
-
-template <typename T>
 int weight_forward_entry(
     const T* w,
     const T* probs,
@@ -406,18 +390,18 @@ int weight_forward_entry(
     int64_t channels,
     int64_t size,
     int64_t count,
-    const int64_t* levels) {
+    const int64_t* levels,
+    const T* ranges) {
   for (int64_t c = 0; c < channels; ++c) {
     const T* row = w + c * size;
     T* out = mixed + c * size;
     std::fill(out, out + size, T(0));
-    const T largest = channel_max_abs(row, size);
     for (int64_t p = 0; p < count; ++p) {
       if (levels[p] == 0) {
         continue;  // Q_0 = 0 adds nothing, not even +0.0
       }
       const T level = static_cast<T>(levels[p]);
-      const T scale = largest / level;
+      const T scale = ranges[p * channels + c] / level;
       const T factor = probs[p * channels + c] * scale;
       for (int64_t k = 0; k < size; ++k) {
         const T code = clamp_code(std::nearbyint(row[k] / scale), -level, level);
@@ -436,16 +420,16 @@ int weight_backward_entry(
     int64_t channels,
     int64_t size,
     int64_t count,
-    const int64_t* levels) {
+    const int64_t* levels,
+    const T* ranges) {
   for (int64_t c = 0; c < channels; ++c) {
     const T* row = w + c * size;
     const T* grad = g + c * size;
-    const T largest = channel_max_abs(row, size);
     for (int64_t p = 0; p < count; ++p) {
       T value = T(0);
       if (levels[p] != 0) {
         const T level = static_cast<T>(levels[p]);
-        const T scale = largest / level;
+        const T scale = ranges[p * channels + c] / level;
         double total = 0.0;
 #pragma omp simd reduction(+ : total)
         for (int64_t k = 0; k < size; ++k) {
@@ -496,30 +480,32 @@ int zerobit_act_backward_f64(
       x, g, grad_x, n, count, scales, lows, highs, theta, need_clips, need_probs, sums, threads);
 }
 
-// Weights: w and g are (channels, size) contiguous; probs and grad_probs (count, channels);
-// levels[p] = n_p, 0 for the pruned candidate. Each returns 0.
+// Weights: w and g are (channels, size) contiguous; probs, grad_probs and ranges (count,
+// channels); levels[p] = n_p, 0 for the pruned candidate; candidate p's scale in channel c is
+// ranges[p * channels + c] / n_p (the range rule, min-max or MSE, is chosen by the caller). Each
+// returns 0.
 int zerobit_weight_forward_f32(
     const float* w, const float* probs, float* mixed, int64_t channels, int64_t size,
-    int64_t count, const int64_t* levels) {
-  return weight_forward_entry<float>(w, probs, mixed, channels, size, count, levels);
+    int64_t count, const int64_t* levels, const float* ranges) {
+  return weight_forward_entry<float>(w, probs, mixed, channels, size, count, levels, ranges);
 }
 
 int zerobit_weight_forward_f64(
     const double* w, const double* probs, double* mixed, int64_t channels, int64_t size,
-    int64_t count, const int64_t* levels) {
-  return weight_forward_entry<double>(w, probs, mixed, channels, size, count, levels);
+    int64_t count, const int64_t* levels, const double* ranges) {
+  return weight_forward_entry<double>(w, probs, mixed, channels, size, count, levels, ranges);
 }
 
 int zerobit_weight_backward_f32(
     const float* w, const float* g, float* grad_probs, int64_t channels, int64_t size,
-    int64_t count, const int64_t* levels) {
-  return weight_backward_entry<float>(w, g, grad_probs, channels, size, count, levels);
+    int64_t count, const int64_t* levels, const float* ranges) {
+  return weight_backward_entry<float>(w, g, grad_probs, channels, size, count, levels, ranges);
 }
 
 int zerobit_weight_backward_f64(
     const double* w, const double* g, double* grad_probs, int64_t channels, int64_t size,
-    int64_t count, const int64_t* levels) {
-  return weight_backward_entry<double>(w, g, grad_probs, channels, size, count, levels);
+    int64_t count, const int64_t* levels, const double* ranges) {
+  return weight_backward_entry<double>(w, g, grad_probs, channels, size, count, levels, ranges);
 }
 
 }  // extern "C"
