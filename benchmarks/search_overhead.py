@@ -8,7 +8,7 @@ model with BatchNorm; a search step is forward + backward + both optimizer steps
 converted model. The quartiles of the ratio show the spread: time on a quiet machine (the load
 average is printed and stored; other processes inflate both steps, the many small ops of the
 search step most). ``ZEROBIT_NATIVE=0`` measures the pure-torch quantizers instead of the native
-kernels. Run:
+kernels; ``--weight-range mse`` the search with the MSE weight ranges. Run:
 
     python benchmarks/search_overhead.py --steps 50 --out benchmarks/results/search_overhead.json
 """
@@ -57,13 +57,14 @@ def _search_step(smodel, opt, arch_opt, x, y) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, cost: str, steps: int, batch: int) -> dict:
+def measure(name: str, cost: str, steps: int, batch: int, weight_range: str = "minmax") -> dict:
     factory, shape, classes = CASES[name]
     torch.manual_seed(0)
     model = factory()
     x, y = torch.rand(batch, *shape), torch.randint(0, classes, (batch,))
     act = (8,) if cost == "ne16" else (2, 4, 8)
-    smodel = zb.convert(model, x, zb.SearchSpace((0, 2, 4, 8), act), cost=cost).train()
+    space = zb.SearchSpace((0, 2, 4, 8), act, weight_range=weight_range)
+    smodel = zb.convert(model, x, space, cost=cost).train()
     float_model = factory().train()
     opt_f = torch.optim.Adam(float_model.parameters(), 1e-3)
     opt_s = torch.optim.Adam(smodel.weight_parameter_groups(), 1e-3)
@@ -82,6 +83,7 @@ def measure(name: str, cost: str, steps: int, batch: int) -> dict:
     return {
         "model": name,
         "cost": cost,
+        "weight_range": weight_range,
         "steps": steps,
         "batch": batch,
         "median_ratio": statistics.median(ratios),
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(CASES))
     parser.add_argument("--costs", nargs="+", default=list(COSTS))
+    parser.add_argument("--weight-range", choices=("minmax", "mse"), default="minmax")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw the plot of --out, measure nothing"
@@ -116,7 +119,7 @@ def main() -> None:
     results = []
     for name in args.models:
         for cost in args.costs:
-            r = measure(name, cost, args.steps, args.batch)
+            r = measure(name, cost, args.steps, args.batch, args.weight_range)
             results.append(r)
             print(
                 f"{name:8s} {cost:7s} search/float = {r['median_ratio']:.2f}x "
