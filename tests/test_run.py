@@ -117,7 +117,8 @@ def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
 
 
 def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> None:
-    run = Run(TINY, tmp_path / "run")
+    old = RunConfig(**{**TINY.to_dict(), "weight_range": "minmax"})  # the rule before the key
+    run = Run(old, tmp_path / "run")
     run.prepare(resume=False)
     path = tmp_path / "run" / "config.json"
     stored = json.loads(path.read_text())
@@ -125,8 +126,12 @@ def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> N
     del stored["budget_signal"]
     del stored["weight_range"]
     path.write_text(json.dumps(stored))
-    Run(TINY, tmp_path / "run").prepare(resume=True)
-    assert json.loads(path.read_text()) == TINY.to_dict()
+    assert RunConfig.from_dict(stored).weight_range == "minmax"  # whatever today's default
+    Run(old, tmp_path / "run").prepare(resume=True)
+    assert json.loads(path.read_text()) == old.to_dict()
+    if TINY.weight_range != "minmax":
+        with pytest.raises(ValueError, match="different configuration"):
+            Run(TINY, tmp_path / "run").prepare(resume=True)
 
 
 def test_run_passes_the_weight_range_to_the_search_and_the_frozen_model(tmp_path: Path) -> None:

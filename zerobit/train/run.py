@@ -164,12 +164,21 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
+        """Build a config from :meth:`to_dict` output; unknown keys are an error.
+
+        A key missing from a configuration written before it existed takes the value zerobit
+        used then (:data:`LEGACY_VALUES`), or else its default.
+        """
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown run configuration keys {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{**LEGACY_VALUES, **data})
+
+
+#: What a run configuration written before a key existed implies for it, where that differs
+#: from today's default: such runs ran with the paper's min-max weight ranges.
+LEGACY_VALUES: dict[str, Any] = {"weight_range": "minmax"}
 
 
 def strength_at(config: RunConfig, progress: float) -> float:
