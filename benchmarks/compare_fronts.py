@@ -1,0 +1,102 @@
+# SPDX-License-Identifier: Apache-2.0
+# Method by method, how much a variant of a Pareto benchmark moves each method's front.
+"""Compare two runs of a Pareto benchmark method by method.
+
+For every method and seed present in both folders (a benchmark and a variant of it, for example
+the paper's min-max weight ranges against the MSE ranges): the size reduction of the variant's
+front against the base front at iso-validation-accuracy (mean over the base front's points that
+the variant's front reaches; positive: the variant is smaller at equal accuracy), and for
+single-point methods (w8a8, w4a8, w2a8) the accuracy difference. Writes JSON and prints a
+Markdown table. Run:
+
+    python benchmarks/compare_fronts.py benchmarks/results/pareto_fashion_mnist \
+        benchmarks/results/pareto_fashion_mnist_mse --out benchmarks/results/mse_vs_minmax_fm.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from _pareto import COST, FIXED, METRIC, _front, _reduction
+
+from zerobit.report import load_runs
+
+
+def _points(seed_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    points: dict[str, list[tuple[float, float]]] = {}
+    for run in load_runs(sorted(p.parent for p in seed_dir.glob("*/result.json"))):
+        if run.name == "warmup" or run.path.name == "stage1":
+            continue
+        points.setdefault(run.method, []).append((run.costs[COST], run.metric(METRIC)))
+    return points
+
+
+def compare(base: Path, variant: Path) -> dict[str, Any]:
+    """Per method: per-seed comparisons of ``variant``'s front against ``base``'s."""
+    methods: dict[str, dict[str, Any]] = {}
+    for seed_dir in sorted(variant.glob("seed-*")):
+        if not (base / seed_dir.name).is_dir():
+            continue
+        ours, theirs = _points(seed_dir), _points(base / seed_dir.name)
+        for method in sorted(set(ours) & set(theirs)):
+            entry = methods.setdefault(method, {"seeds": {}})
+            if method in FIXED:
+                (_, accuracy), (_, reference) = ours[method][0], theirs[method][0]
+                entry["seeds"][seed_dir.name] = {"accuracy_gain": accuracy - reference}
+                continue
+            front, reference_front = _front(ours[method]), _front(theirs[method])
+            reductions = [
+                r for c, a in reference_front if (r := _reduction(front, c, a)) is not None
+            ]
+            entry["seeds"][seed_dir.name] = {
+                "reduction": statistics.mean(reductions) if reductions else None,
+                "points_compared": len(reductions),
+                "points": len(reference_front),
+            }
+    for entry in methods.values():
+        for key in ("accuracy_gain", "reduction"):
+            values = [s[key] for s in entry["seeds"].values() if s.get(key) is not None]
+            if values:
+                entry[f"mean_{key}"] = statistics.mean(values)
+    return methods
+
+
+def markdown(methods: dict[str, Any]) -> str:
+    lines = [
+        "| method | variant against base | per seed |",
+        "|---|---:|---|",
+    ]
+    for method, entry in methods.items():
+        seeds = entry["seeds"].values()
+        if "mean_accuracy_gain" in entry:
+            mean = f"{100 * entry['mean_accuracy_gain']:+.1f} pt accuracy"
+            per = ", ".join(f"{100 * s['accuracy_gain']:+.1f}" for s in seeds)
+        else:
+            value = entry.get("mean_reduction")
+            mean = "n/a" if value is None else f"{100 * value:.1f} % smaller"
+            per = ", ".join(
+                "n/a" if s["reduction"] is None else f"{100 * s['reduction']:.1f} %" for s in seeds
+            )
+        lines.append(f"| {method} | {mean} | {per} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("base", type=Path, help="benchmark folder (seed-N/ subfolders)")
+    parser.add_argument("variant", type=Path, help="the variant's folder")
+    parser.add_argument("--out", type=Path, default=None, help="JSON to write")
+    args = parser.parse_args()
+    methods = compare(args.base, args.variant)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(methods, indent=2))
+    print(markdown(methods))
+
+
+if __name__ == "__main__":
+    main()
