@@ -424,6 +424,13 @@ def cli(
         "(0: run every fine-tuning epoch)",
     )
     parser.add_argument(
+        "--finetune-lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="learning rate of every fine-tuning (the sequential flow's two included): constant, "
+        "or cosine decay to 0 over its epochs",
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(METHODS),
         help="comma-separated subset of the methods (e.g. to split a seed over two processes; "
@@ -470,7 +477,11 @@ def cli(
         cost="size",
         warmup=PhaseConfig(warmup, patience=args.warmup_patience or None),
         search=PhaseConfig(search),
-        finetune=PhaseConfig(finetune, patience=args.finetune_patience or None),
+        finetune=PhaseConfig(
+            finetune,
+            patience=args.finetune_patience or None,
+            lr_schedule=args.finetune_lr_schedule,
+        ),
         detach_input_channels=None if args.detach_input_channels == "auto" else False,
         budget_signal=args.budget_signal,
         weight_range=args.weight_range,

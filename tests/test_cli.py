@@ -80,6 +80,8 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
         "expected",
         "--weight-range",
         "mse",
+        "--lr-schedule",
+        "cosine",
         "--out",
         str(tmp_path / "run"),
     ]
@@ -87,6 +89,7 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["detach_input_channels"] is False and config["budget_signal"] == "expected"
     assert config["weight_range"] == "mse"
+    assert {config[p]["lr_schedule"] for p in ("warmup", "search", "finetune")} == {"cosine"}
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["dataset"]["name"] == "tensors" and result["dataset"]["num_classes"] == 3
     assert result["dataset"]["test_samples"] == 30

@@ -100,6 +100,62 @@ def test_interrupted_and_resumed_run_gives_the_same_result(tmp_path: Path, when:
         assert a["val_metric"] == b["val_metric"]
 
 
+COSINE = RunConfig(
+    **{
+        **TINY.to_dict(),
+        "search": PhaseConfig(epochs=2, batch_size=64, lr_schedule="cosine"),
+        "finetune": PhaseConfig(epochs=2, batch_size=64, lr=3e-3, lr_schedule="cosine"),
+    }
+)
+
+
+def test_lr_schedules_set_the_weights_rate_of_every_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rates: dict[int, list[float]] = {}
+    order: list[int] = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self: torch.optim.Adam, *args: object, **kwargs: object) -> object:
+        if id(self) not in rates:
+            order.append(id(self))
+        rates.setdefault(id(self), []).append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    Run(COSINE, tmp_path / "run").run()
+    warmup, weights, logits, finetune = (rates[key] for key in order)
+    assert warmup == [TINY.warmup.lr] * len(warmup)  # constant
+    assert logits == [COSINE.search.arch_lr] * len(logits)  # never scheduled
+    for phase, seen in ((COSINE.search, weights), (COSINE.finetune, finetune)):
+        total = len(seen)
+        assert total % phase.epochs == 0
+        expected = [phase.lr * (1 + math.cos(math.pi * k / total)) / 2 for k in range(total)]
+        assert seen == pytest.approx(expected, rel=1e-12)
+        assert seen[0] == phase.lr and seen[-1] < phase.lr * 0.1  # decays to near 0
+
+
+def test_a_scheduled_run_resumes_at_the_rate_it_stopped(tmp_path: Path) -> None:
+    reference = Run(COSINE, tmp_path / "straight").run()
+    with pytest.raises(_Interrupted):
+        _CrashingRun(COSINE, tmp_path / "resumed", when="after").run()
+    resumed = Run(COSINE, tmp_path / "resumed").run(resume=True)
+    assert without_timings(resumed) | {"name": None} == without_timings(reference) | {"name": None}
+    assert without_timings(reference) != without_timings(Run(TINY, tmp_path / "flat").run())
+
+
+def test_lr_schedule_is_validated() -> None:
+    from zerobit.train.loop import lr_factor
+
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        PhaseConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        lr_factor("linear", 0.5)
+    assert lr_factor("constant", 0.7) == 1.0
+    assert lr_factor("cosine", 0.0) == 1.0 and lr_factor("cosine", 1.0) == 0.0
+    assert lr_factor("cosine", 0.5) == pytest.approx(0.5)
+
+
 def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
     Run(TINY, tmp_path / "run").run()
     other = RunConfig(**{**TINY.to_dict(), "strength": 0.5})
@@ -125,6 +181,8 @@ def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> N
     del stored["detach_input_channels"]  # as written by zerobit before the keys existed
     del stored["budget_signal"]
     del stored["weight_range"]
+    for phase in ("warmup", "search", "finetune"):
+        del stored[phase]["lr_schedule"]
     path.write_text(json.dumps(stored))
     assert RunConfig.from_dict(stored).weight_range == "minmax"  # whatever today's default
     Run(old, tmp_path / "run").prepare(resume=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from zerobit import __version__
 from zerobit.config import SUPPORTED_WEIGHT_RANGES
+from zerobit.train.loop import LR_SCHEDULES
 
 
 def _bits(text: str) -> tuple[int, ...]:
@@ -168,6 +169,13 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         help="early stopping of warm-up and fine-tuning after this many epochs without a better "
         "validation metric (default: off)",
     )
+    train.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=defaults.search.lr_schedule,
+        help="learning rate of the weights over each phase: constant, or cosine (decays to 0 "
+        f"over the phase's epochs) (default: {defaults.search.lr_schedule})",
+    )
     train.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: 0)")
     parser.add_argument(
         "--out",
@@ -192,6 +200,7 @@ def _config(args: argparse.Namespace) -> Any:
             arch_lr=args.arch_lr,
             batch_size=args.batch_size,
             patience=patience,
+            lr_schedule=args.lr_schedule,
         )
 
     return RunConfig(

@@ -2,6 +2,7 @@
 # Shared training pieces: phase settings, the default metric and its evaluation.
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,6 +12,22 @@ from torch.utils.data import DataLoader, Dataset
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
+
+#: Learning-rate schedules of a phase's weight optimizer (see ``PhaseConfig.lr_schedule``).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """Multiplier of a phase's learning rate at ``progress`` in [0, 1] through its epochs.
+
+    ``"constant"``: 1. ``"cosine"``: ``(1 + cos(pi * progress)) / 2``, from 1 at the first step
+    to 0 after the last (half a cosine period, without restarts).
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -32,6 +49,9 @@ class PhaseConfig:
         patience: Early stopping: end the phase after this many epochs without a better
             validation metric (None: run every epoch). The search phase never stops early: its
             schedules are functions of progress through all its epochs.
+        lr_schedule: ``"constant"`` (the default) or ``"cosine"``: the weights' learning rate
+            decays along half a cosine over the phase's ``epochs`` (its maximum, if ``patience``
+            ends it earlier), step by step. The architecture logits' rate stays constant.
     """
 
     epochs: int = 5
@@ -40,12 +60,15 @@ class PhaseConfig:
     batch_size: int = 128
     weight_decay: float = 0.0
     patience: int | None = None
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.arch_lr <= 0:
             raise ValueError(f"invalid phase configuration {self}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
 
 @torch.no_grad()

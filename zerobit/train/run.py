@@ -34,7 +34,14 @@ from zerobit.train.budget import (
     minimum_cost,
     parse_target,
 )
-from zerobit.train.loop import LossFn, MetricFn, PhaseConfig, accuracy, evaluate_metric
+from zerobit.train.loop import (
+    LossFn,
+    MetricFn,
+    PhaseConfig,
+    accuracy,
+    evaluate_metric,
+    lr_factor,
+)
 
 PHASES = ("warmup", "search", "finetune")
 #: Dataset names that read the user's own data from ``data_dir``.
@@ -419,12 +426,20 @@ class Run:
         extra_log: Callable[[], dict[str, Any]] = dict,
         select_best: bool = True,
         patience: int | None = None,
+        lr_schedule: str = "constant",
     ) -> None:
-        """Shared epoch loop with per-epoch checkpoints; ``state`` carries epoch and best."""
+        """Shared epoch loop with per-epoch checkpoints; ``state`` carries epoch and best.
+
+        ``lr_schedule`` sets the learning rate of ``optimizers[0]`` (the weights) before every
+        step, from the rate the optimizer was built with (kept in its state, so a resumed phase
+        goes on where it stopped).
+        """
         loader = self._loader(batch_size, phase)
         sampler: Any = loader.sampler
         device = self.context.device
         total = max(1, epochs * len(loader))
+        for group in optimizers[0].param_groups:
+            group.setdefault("initial_lr", group["lr"])
         while state["epoch"] < epochs:
             if patience is not None and state.get("stale", 0) >= patience:
                 break  # early stopping: the last `patience` epochs did not improve
@@ -441,6 +456,9 @@ class Run:
                 disable=not self.context.is_main,
             )
             for i, (x, y) in enumerate(bar):
+                factor = lr_factor(lr_schedule, (epoch * len(loader) + i) / total)
+                for group in optimizers[0].param_groups:
+                    group["lr"] = group["initial_lr"] * factor
                 for opt in optimizers:
                     opt.zero_grad()
                 x, y = x.to(device), y.to(device)
@@ -518,7 +536,15 @@ class Run:
             return self.loss_fn(net(x), y)
 
         self._train_epochs(
-            "warmup", model, [optimizer], c.epochs, c.batch_size, step, state, patience=c.patience
+            "warmup",
+            model,
+            [optimizer],
+            c.epochs,
+            c.batch_size,
+            step,
+            state,
+            patience=c.patience,
+            lr_schedule=c.lr_schedule,
         )
         if state["best_model"] is not None:
             model.load_state_dict(state["best_model"])
@@ -599,6 +625,7 @@ class Run:
             state,
             extra_log=costs,
             select_best=False,
+            lr_schedule=c.search.lr_schedule,
         )
         smodel.noise_generator = None
         smodel.detach_probs_().cpu()
@@ -655,6 +682,7 @@ class Run:
             step,
             state,
             patience=c.patience,
+            lr_schedule=c.lr_schedule,
         )
         frozen.load_state_dict(state["best_model"])
         if ckpt is None and c.epochs == 0:  # later stages (sequential flow) read the final weights
