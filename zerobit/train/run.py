@@ -419,22 +419,22 @@ class Run:
         phase: str,
         model: nn.Module,
         optimizers: list[torch.optim.Optimizer],
-        epochs: int,
-        batch_size: int,
+        settings: PhaseConfig,
         step_fn: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor],
         state: dict[str, Any],
         extra_log: Callable[[], dict[str, Any]] = dict,
         select_best: bool = True,
-        patience: int | None = None,
-        lr_schedule: str = "constant",
     ) -> None:
         """Shared epoch loop with per-epoch checkpoints; ``state`` carries epoch and best.
 
-        ``lr_schedule`` sets the learning rate of ``optimizers[0]`` (the weights) before every
-        step, from the rate the optimizer was built with (kept in its state, so a resumed phase
-        goes on where it stopped).
+        ``settings`` gives the epochs, the batch size, the early stopping (only with
+        ``select_best``: the search never stops early) and the learning-rate schedule of
+        ``optimizers[0]`` (the weights), set before every step from the rate the optimizer was
+        built with (kept in its state, so a resumed phase goes on where it stopped).
         """
-        loader = self._loader(batch_size, phase)
+        epochs, lr_schedule = settings.epochs, settings.lr_schedule
+        patience = settings.patience if select_best else None
+        loader = self._loader(settings.batch_size, phase)
         sampler: Any = loader.sampler
         device = self.context.device
         total = max(1, epochs * len(loader))
@@ -539,12 +539,9 @@ class Run:
             "warmup",
             model,
             [optimizer],
-            c.epochs,
-            c.batch_size,
+            c,
             step,
             state,
-            patience=c.patience,
-            lr_schedule=c.lr_schedule,
         )
         if state["best_model"] is not None:
             model.load_state_dict(state["best_model"])
@@ -619,13 +616,11 @@ class Run:
             "search",
             smodel,
             optimizers,
-            c.search.epochs,
-            c.search.batch_size,
+            c.search,
             step,
             state,
             extra_log=costs,
             select_best=False,
-            lr_schedule=c.search.lr_schedule,
         )
         smodel.noise_generator = None
         smodel.detach_probs_().cpu()
@@ -677,12 +672,9 @@ class Run:
             "finetune",
             frozen,
             [optimizer],
-            c.epochs,
-            c.batch_size,
+            c,
             step,
             state,
-            patience=c.patience,
-            lr_schedule=c.lr_schedule,
         )
         frozen.load_state_dict(state["best_model"])
         if ckpt is None and c.epochs == 0:  # later stages (sequential flow) read the final weights
