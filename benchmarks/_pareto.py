@@ -404,7 +404,7 @@ def cli(
 
     import torch
 
-    from zerobit.train.loop import PhaseConfig
+    from zerobit.train.loop import LR_SCHEDULES, PhaseConfig
 
     parser = argparse.ArgumentParser(description=doc.split("\n")[1])
     parser.add_argument("--seeds", default="0,1,2")
@@ -425,7 +425,7 @@ def cli(
     )
     parser.add_argument(
         "--finetune-lr-schedule",
-        choices=("constant", "cosine"),
+        choices=LR_SCHEDULES,
         default="constant",
         help="learning rate of every fine-tuning (the sequential flow's two included): constant, "
         "or cosine decay to 0 over its epochs",
