@@ -29,6 +29,10 @@ Trials (the benchmark's 4-epoch search unless said):
                           paper's way; --budget-index only picks the run compared with)
     config                the run configuration's fields given by --set (for example
                           --set hard=true --set initial_temperature=5)
+    factorized            each channel's logits split into a keep-or-prune logit and logits of
+                          the kept bit-widths: p(0) = sigmoid(z), p(b) = sigmoid(-z) softmax(l)_b;
+                          the same initial probabilities, the same temperature and argmax (on
+                          the log-probabilities)
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from typing import Any
 import torch
 
 import zerobit.config as zb_config
+import zerobit.search.modules as zb_modules
 import zerobit.train.run as zb_run
 from zerobit.train.baselines import method_config
 from zerobit.train.budget import StrengthController, discrete_cost
@@ -63,6 +68,7 @@ TRIALS = (
     "hold-while-falling",
     "fixed-strength",
     "config",
+    "factorized",
 )
 #: Trials that replace the budget controller.
 CONTROLLER_TRIALS = (
@@ -127,8 +133,55 @@ def _held_temperature(self: Any, progress: float) -> float:
     return _exponential(self, max(0.0, (progress - HALF) / (1 - HALF)))
 
 
+def _factorized_logits(self: Any) -> torch.Tensor:
+    """Log-probabilities from the factorized parameter: row ``zero`` holds z, the others l."""
+    zero = self.zero_index
+    param = self.parameter.expand(-1, self.channels)
+    if zero is None:
+        return param
+    others = [i for i in range(len(self.bits)) if i != zero]
+    z = param[zero : zero + 1]
+    kept = torch.nn.functional.logsigmoid(-z) + torch.log_softmax(param[others], dim=0)
+    rows = [None] * len(self.bits)
+    rows[zero] = torch.nn.functional.logsigmoid(z)
+    for j, i in enumerate(others):
+        rows[i] = kept[j : j + 1]
+    return torch.cat(rows, dim=0)  # type: ignore[arg-type]
+
+
+@torch.no_grad()
+def _factorized_set_logits_(self: Any, values: torch.Tensor) -> None:
+    """Store flat logits ``values`` as the factorized parameter with the same probabilities."""
+    zero = self.zero_index
+    if zero is None:
+        self.parameter.copy_(values[:, :1] if self.per_layer else values)
+        return
+    logp = torch.log_softmax(values, dim=0)
+    param = logp.clone()
+    p0 = logp[zero].exp().clamp(1e-12, 1 - 1e-7)
+    param[zero] = torch.log(p0) - torch.log1p(-p0)
+    self.parameter.copy_(param[:, :1] if self.per_layer else param)
+
+
+_original_selector_init = zb_modules.ChannelSelector.__init__
+
+
+def _factorized_init(
+    self: Any, bits: tuple[int, ...], channels: int, per_layer: bool = False
+) -> None:
+    _original_selector_init(self, bits, channels, per_layer)
+    flat = self.parameter.detach().clone()
+    _factorized_set_logits_(self, flat)
+    self.probs = torch.softmax(self.logits.detach(), dim=0)
+
+
 def patch(trial: str) -> None:
     """Install the trial's change in this process."""
+    if trial == "factorized":
+        selector = zb_modules.ChannelSelector
+        selector.__init__ = _factorized_init  # type: ignore[method-assign]
+        selector.logits = property(_factorized_logits)  # type: ignore[assignment,method-assign]
+        selector.set_logits_ = _factorized_set_logits_  # type: ignore[method-assign]
     if trial in CONTROLLER_TRIALS:
         _TrialController.trial = trial
         zb_run.StrengthController = _TrialController  # type: ignore[misc]
