@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: Apache-2.0
+# Where the benchmark issue's success criterion stands, over every finished Pareto benchmark folder.
+"""Count, per benchmark folder and seed, the joint front points that a baseline point dominates.
+
+The success criterion of the Pareto benchmarks is that no baseline point dominates a point of
+the joint front (no costlier and no less accurate, strictly better in one). For each folder
+(the main benchmarks and their variants) and each seed, this prints the joint front's size,
+how many of its points are dominated, by which methods, and how many would be dominated if the
+sequential flow (which trains twice as long) were left out. Reads each folder's
+``summary.json`` (rebuild with the benchmark's ``--analyze-only``); writes JSON and prints a
+Markdown table. Run:
+
+    python benchmarks/criterion_status.py --out benchmarks/results/criterion_status.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from _pareto import _dominated
+
+RESULTS = Path(__file__).parent / "results"
+#: Methods that are neither the joint front nor a baseline (compared separately).
+NOT_BASELINES = ("joint", "joint-long")
+
+
+def seed_status(seed: dict[str, Any]) -> dict[str, Any]:
+    """The criterion for one seed of a summary: dominated joint front points and by whom."""
+    front = [tuple(p) for p in seed["joint_front"]]
+    baselines = {m: [tuple(p) for p in ps] for m, ps in seed["points"].items()}
+    for method in NOT_BASELINES:
+        baselines.pop(method, None)
+    by: Counter[str] = Counter()
+    dominated = []
+    without_sequential = 0
+    for point in front:
+        over = [(m, q) for m, ps in baselines.items() for q in ps if _dominated([point], [q])]
+        methods = {m for m, _ in over}
+        by.update(methods)
+        without_sequential += bool(methods - {"sequential"})
+        if over:  # the widest accuracy lead among the dominating points, and its size saving
+            method, (cost, accuracy) = max(over, key=lambda mq: mq[1][1])
+            dominated.append(
+                {
+                    "size": point[0],
+                    "accuracy": point[1],
+                    "by": method,
+                    "accuracy_lead_pt": 100 * (accuracy - point[1]),
+                    "size_saving": 1 - cost / point[0],
+                }
+            )
+    return {
+        "front_points": len(front),
+        "dominated": len(dominated),
+        "dominated_points": dominated,
+        "dominated_without_sequential": without_sequential,
+        "dominating_methods": dict(sorted(by.items())),
+        "reduction_vs_best_baseline": seed.get("reduction_vs_best_baseline", {}).get("mean"),
+    }
+
+
+def status(folder: Path) -> dict[str, Any]:
+    """Per seed of ``folder``'s summary: see :func:`seed_status`."""
+    summary = json.loads((folder / "summary.json").read_text())
+    return {
+        "partial": summary["partial"],
+        "seeds": {name: seed_status(seed) for name, seed in sorted(summary["seeds"].items())},
+    }
+
+
+def markdown(statuses: dict[str, dict[str, Any]]) -> str:
+    """One row per folder: dominated front points per seed, the widest margin, the criterion."""
+    lines = [
+        "| benchmark | seeds | dominated joint front points, per seed | without the sequential "
+        "flow | widest accuracy lead of a dominating point (pt) | seeds meeting the criterion |",
+        "|---|---:|---|---|---|---:|",
+    ]
+    for name, entry in statuses.items():
+        seeds = entry["seeds"].values()
+        per_seed = ", ".join(f"{s['dominated']} of {s['front_points']}" for s in seeds)
+        without = ", ".join(str(s["dominated_without_sequential"]) for s in seeds)
+        leads = ", ".join(
+            f"{max(d['accuracy_lead_pt'] for d in s['dominated_points']):.2f}"
+            if s["dominated_points"]
+            else "-"
+            for s in seeds
+        )
+        met = sum(s["dominated"] == 0 for s in seeds)
+        partial = " (partial)" if entry["partial"] else ""
+        lines.append(
+            f"| {name}{partial} | {len(entry['seeds'])} | {per_seed} | {without} | {leads} | "
+            f"{met} of {len(entry['seeds'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "folders",
+        nargs="*",
+        type=Path,
+        help="benchmark folders (default: every pareto_* folder under benchmarks/results)",
+    )
+    parser.add_argument("--out", type=Path, help="write the statuses as JSON here")
+    args = parser.parse_args()
+    folders = args.folders or sorted(
+        p.parent for p in RESULTS.glob("pareto_*/summary.json") if p.parent.is_dir()
+    )
+    statuses = {folder.name: status(folder) for folder in folders}
+    if args.out is not None:
+        args.out.write_text(json.dumps(statuses, indent=2) + "\n")
+    print(markdown(statuses), end="")
+
+
+if __name__ == "__main__":
+    main()
