@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from zerobit.cli import main
+from zerobit.train import distributed
 from zerobit.train.loop import PhaseConfig
 from zerobit.train.run import RunConfig
 
@@ -200,6 +203,49 @@ def test_two_ranks_stay_identical_and_follow_one_process(tmp_path: Path) -> None
             assert b_line["strength"] == pytest.approx(a_line["strength"], rel=1e-6)
     assert rank0["result"]["budget"]["met"]
     assert rank0["result"]["architecture"] == single["result"]["architecture"]
+
+
+def _as_torchrun_rank_0_of_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process look like the only rank torchrun started (a free local port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    variables = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**variables, "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ZEROBIT_BACKEND", "gloo")
+
+
+def test_shutdown_ends_only_the_group_that_setup_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_torchrun_rank_0_of_1(monkeypatch)
+    try:
+        assert distributed.setup().enabled and dist.is_initialized()
+        distributed.shutdown()
+        assert not dist.is_initialized()
+        distributed.shutdown()  # a second call, or one in a plain process, does nothing
+        # A group the caller started (the Python API inside their own job) stays theirs.
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        assert distributed.setup().enabled
+        distributed.shutdown()
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_a_command_under_torchrun_ends_its_group_before_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every rank tears its group down once all are done, not in the exit handlers of a process
+    # whose interpreter is already finalizing.
+    _as_torchrun_rank_0_of_1(monkeypatch)
+    try:
+        assert main([*SEARCH, "--search-epochs", "1", "--out", str(tmp_path / "run")]) == 0
+        assert (tmp_path / "run" / "result.json").exists()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_the_documented_training_loop_runs_in_one_process() -> None:

@@ -528,10 +528,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zerobit`` command."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
     except (ValueError, FileNotFoundError) as error:
         print(f"zerobit: error: {error}", file=sys.stderr)
         return 2
+    from zerobit.train import distributed  # torch is imported by the handlers, not the parser
+
+    distributed.shutdown()  # under torchrun: every rank is done before any tears down
+    return code
 
 
 if __name__ == "__main__":

@@ -99,12 +99,35 @@ def setup(backend: str | None = None) -> Distributed:
                 )
             torch.cuda.set_device(local_rank)
         dist.init_process_group(name)
+        global _owned
+        _owned = True
         atexit.register(_destroy)
     if dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     else:
         device = torch.device("cpu")
     return Distributed(dist.get_rank(), dist.get_world_size(), device, enabled=True)
+
+
+#: Whether :func:`setup` initialized the default process group (not a caller of the Python API).
+_owned = False
+
+
+def shutdown() -> None:
+    """Leave the data-parallel job at the end of a command that succeeded on this rank.
+
+    Waits for every rank, then destroys the process group that :func:`setup` initialized, while the
+    interpreter is fully alive: a rank that tears its group down while another still completes a
+    collective, or gloo's worker threads destroyed during interpreter finalization, can abort the
+    process after the work is done. Collective, so call it on every rank or on none (a rank that
+    failed leaves the group to the exit handler instead). A group the caller initialized, and a
+    plain process, are left alone.
+    """
+    global _owned
+    if _owned and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    _owned = False
 
 
 def _default_backend() -> str:
@@ -338,6 +361,7 @@ __all__ = [
     "rank_batch_size",
     "restore_batchnorm_",
     "setup",
+    "shutdown",
     "synchronize_batchnorm_",
     "train_sampler",
 ]
