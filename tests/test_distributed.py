@@ -50,6 +50,7 @@ import json, sys
 from pathlib import Path
 import torch
 from torch import nn
+from zerobit.train import distributed
 from zerobit.train.run import Run, RunConfig
 
 
@@ -81,6 +82,7 @@ run.saved = []
 result = run.run()
 name = f"rank{run.context.rank}-of-{run.context.world_size}.pt"
 torch.save({"saved": run.saved, "result": result}, dump / name)
+distributed.shutdown()
 """
 
 API_CONFIG = RunConfig(
