@@ -67,6 +67,10 @@ class Distributed:
         return self.rank == 0
 
 
+#: Whether :func:`setup` initialized the default process group (not a caller of the Python API).
+_owned = False
+
+
 def launched_by_torchrun() -> bool:
     """Whether this process was started by torchrun (its environment names a rank and a master)."""
     return all(name in os.environ for name in TORCHRUN_VARIABLES)
@@ -107,10 +111,6 @@ def setup(backend: str | None = None) -> Distributed:
     else:
         device = torch.device("cpu")
     return Distributed(dist.get_rank(), dist.get_world_size(), device, enabled=True)
-
-
-#: Whether :func:`setup` initialized the default process group (not a caller of the Python API).
-_owned = False
 
 
 def shutdown() -> None:
