@@ -49,6 +49,18 @@ def test_every_option_is_explained() -> None:
                 assert action.help, f"{name} {action.dest} has no help"
 
 
+def test_fine_tuning_defaults_to_a_cosine_rate_and_one_option_sets_every_phase() -> None:
+    from zerobit.cli import _config
+
+    def schedules(*options: str) -> list[str]:
+        config = _config(build_parser().parse_args(["search", *options, "--out", "x"]))
+        return [getattr(config, p).lr_schedule for p in ("warmup", "search", "finetune")]
+
+    assert schedules() == ["constant", "constant", "cosine"]
+    assert schedules("--lr-schedule", "constant") == ["constant"] * 3
+    assert schedules("--lr-schedule", "cosine") == ["cosine"] * 3
+
+
 def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
     import torch
 

@@ -44,7 +44,8 @@ HEARTBEAT = Heartbeat(interval=1, grace_period=4, max_retry=2)
 CLI_CONFIG = [
     "--dataset", "digits", "--subset", "128", "--model", "mlp", "--act-bits", "8",
     "--batch-size", "64", "--warmup-epochs", "1", "--search-epochs", str(SEARCH_EPOCHS),
-    "--finetune-epochs", "0", "--strengths", ",".join(map(str, STRENGTHS)),
+    "--finetune-epochs", "0", "--lr-schedule", "constant",
+    "--strengths", ",".join(map(str, STRENGTHS)),
 ]  # fmt: skip
 
 

@@ -172,9 +172,10 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
     train.add_argument(
         "--lr-schedule",
         choices=LR_SCHEDULES,
-        default=defaults.search.lr_schedule,
-        help="learning rate of the weights over each phase: constant, or cosine (decays to 0 "
-        f"over the phase's epochs) (default: {defaults.search.lr_schedule})",
+        default=None,
+        help="learning rate of the weights over every phase: constant, or cosine (decays to 0 "
+        f"over the phase's epochs) (default: {defaults.finetune.lr_schedule} for fine-tuning, "
+        f"{defaults.search.lr_schedule} for warm-up and search)",
     )
     train.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: 0)")
     parser.add_argument(
@@ -193,14 +194,16 @@ def _config(args: argparse.Namespace) -> Any:
     from zerobit.train.loop import PhaseConfig
     from zerobit.train.run import RunConfig
 
-    def phase(epochs: int, patience: int | None = None) -> PhaseConfig:
+    defaults = RunConfig()
+
+    def phase(name: str, epochs: int, patience: int | None = None) -> PhaseConfig:
         return PhaseConfig(
             epochs=epochs,
             lr=args.lr,
             arch_lr=args.arch_lr,
             batch_size=args.batch_size,
             patience=patience,
-            lr_schedule=args.lr_schedule,
+            lr_schedule=args.lr_schedule or getattr(defaults, name).lr_schedule,
         )
 
     return RunConfig(
@@ -216,9 +219,9 @@ def _config(args: argparse.Namespace) -> Any:
         strength_ramp=args.strength_ramp,
         gumbel=args.gumbel,
         hard=args.hard,
-        warmup=phase(args.warmup_epochs, args.patience),
-        search=phase(args.search_epochs),
-        finetune=phase(args.finetune_epochs, args.patience),
+        warmup=phase("warmup", args.warmup_epochs, args.patience),
+        search=phase("search", args.search_epochs),
+        finetune=phase("finetune", args.finetune_epochs, args.patience),
         seed=args.seed,
         target=args.target,
         budget_signal=args.budget_signal,

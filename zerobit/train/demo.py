@@ -25,7 +25,7 @@ DEMO_CONFIG = RunConfig(
     strength=1.0,
     warmup=PhaseConfig(epochs=3),
     search=PhaseConfig(epochs=4),
-    finetune=PhaseConfig(epochs=2),
+    finetune=PhaseConfig(epochs=2, lr_schedule="cosine"),
 )
 
 

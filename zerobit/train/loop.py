@@ -49,7 +49,8 @@ class PhaseConfig:
         patience: Early stopping: end the phase after this many epochs without a better
             validation metric (None: run every epoch). The search phase never stops early: its
             schedules are functions of progress through all its epochs.
-        lr_schedule: ``"constant"`` (the default) or ``"cosine"``: the weights' learning rate
+        lr_schedule: ``"constant"`` (this class's default; a RunConfig's fine-tuning phase
+            defaults to cosine) or ``"cosine"``: the weights' learning rate
             decays along half a cosine over the phase's ``epochs`` (its maximum, if ``patience``
             ends it earlier), step by step. The architecture logits' rate stays constant.
     """

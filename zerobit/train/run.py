@@ -81,7 +81,9 @@ class RunConfig:
         final_temperature: Softmax temperature at the end of the search.
         warmup: Float warm-up phase settings.
         search: Search phase settings.
-        finetune: Fine-tuning phase settings.
+        finetune: Fine-tuning phase settings. By default its learning rate decays along a
+            cosine (``lr_schedule="cosine"``): on both Pareto benchmarks that gave the better
+            fine-tuned models (docs/benchmarks.md); warm-up and search default to a constant rate.
         seed: Seed of splits, initialization, shuffling and sampling.
         calibration_samples: Training samples used to calibrate activation clips at conversion.
         target: A budget such as ``"size=20kB"`` or ``"mpic=2e6"``: the strength then adapts
@@ -118,7 +120,9 @@ class RunConfig:
     final_temperature: float = math.exp(-4.5)
     warmup: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=5))
     search: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=5))
-    finetune: PhaseConfig = field(default_factory=lambda: PhaseConfig(epochs=3))
+    finetune: PhaseConfig = field(
+        default_factory=lambda: PhaseConfig(epochs=3, lr_schedule="cosine")
+    )
     seed: int = 0
     calibration_samples: int = 256
     target: str | None = None
