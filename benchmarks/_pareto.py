@@ -463,6 +463,13 @@ def cli(
         help="a finished benchmark folder with the same warm-up: its warm-ups and the runs of "
         "every method not in --methods are copied instead of run",
     )
+    parser.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="weight of distillation from the float warm-up in every method's search (or "
+        "quantization-aware training) and fine-tuning (0: off)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(out))
@@ -485,6 +492,7 @@ def cli(
         detach_input_channels=None if args.detach_input_channels == "auto" else False,
         budget_signal=args.budget_signal,
         weight_range=args.weight_range,
+        distill=args.distill,
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]

@@ -181,6 +181,8 @@ def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> N
     del stored["detach_input_channels"]  # as written by zerobit before the keys existed
     del stored["budget_signal"]
     del stored["weight_range"]
+    del stored["distill"]
+    del stored["distill_temperature"]
     for phase in ("warmup", "search", "finetune"):
         del stored[phase]["lr_schedule"]
     path.write_text(json.dumps(stored))
@@ -226,6 +228,77 @@ def test_bad_run_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown run configuration keys"):
         RunConfig.from_dict({"strenght": 1.0})
     assert not math.isnan(TINY.final_temperature)
+
+
+def test_distillation_term_matches_its_definition() -> None:
+    from zerobit.train.loop import distillation_loss
+
+    torch.manual_seed(0)
+    student, teacher, temperature = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5), 3.0
+    p = torch.softmax(student.detach() / temperature, dim=1)
+    q = torch.softmax(teacher / temperature, dim=1)
+    expected = temperature**2 * (q * (q.log() - p.log())).sum(dim=1).mean()
+    loss = distillation_loss(student, teacher, temperature)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()  # d/ds of T^2 KL: T (p - q), averaged over the batch
+    assert torch.allclose(student.grad, temperature * (p - q) / 8, atol=1e-6)
+    assert float(distillation_loss(teacher, teacher, temperature)) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match="distill must be in"):
+        RunConfig(distill=1.5)
+    with pytest.raises(ValueError, match="distill_temperature"):
+        RunConfig(distill=0.5, distill_temperature=0.0)
+
+
+def test_distillation_mixes_the_warm_up_models_term_into_the_loss(tmp_path: Path) -> None:
+    from zerobit.train.loop import distillation_loss
+
+    config = RunConfig(**{**TINY.to_dict(), "distill": 0.25, "distill_temperature": 2.0})
+    run = Run(config, tmp_path / "run")
+    run.run()
+    # The teacher is the float warm-up's best epoch, in eval mode, and is never trained.
+    warmup = torch.load(tmp_path / "run" / "checkpoints" / "warmup.pt", weights_only=True)
+    assert run._teacher is not None and not run._teacher.training
+    teacher_state = run._teacher.state_dict()
+    assert all(torch.equal(teacher_state[k], v) for k, v in warmup["best_model"].items())
+    assert not any(p.requires_grad for p in run._teacher.parameters())
+    x, y = run.validation_batch(16), torch.arange(16) % 10
+    output = torch.randn(16, 10)
+    expected = 0.75 * torch.nn.functional.cross_entropy(output, y) + 0.25 * distillation_loss(
+        output, run._teacher(x), 2.0
+    )
+    assert torch.allclose(run._task_loss(output, x, y), expected)
+    assert Run(TINY, tmp_path / "plain")._task_loss(output, x, y) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(output, y))
+    )
+
+
+def test_full_distillation_never_reads_the_training_labels(tmp_path: Path) -> None:
+    import shutil
+
+    from torch.utils.data import TensorDataset
+
+    from zerobit.data import load_dataset
+
+    data = load_dataset("digits", None, TINY.subset, TINY.seed, TINY.val_fraction)
+    x, y = data.train.tensors
+    shuffled = data._replace(train=TensorDataset(x, (y + 3) % 10))  # every label wrong
+    base = RunConfig(**{**TINY.to_dict(), "model": "mlp"})
+    warm_run = Run(base, tmp_path / "warm", data=data)
+    warm_run.prepare(resume=False)
+    warm_run.warm_up()
+
+    def run(distill: float, splits: object, name: str) -> dict:
+        config = RunConfig(**{**base.to_dict(), "distill": distill})
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        warm = tmp_path / "warm" / "checkpoints" / "warmup.pt"  # one warm-up for every run
+        shutil.copyfile(warm, tmp_path / name / "checkpoints" / "warmup.pt")
+        result = Run(config, tmp_path / name, data=splits).run(resume=True)
+        return {k: result[k] for k in ("architecture", "val_accuracy", "costs")}
+
+    # With the labels' weight at 0, search and fine-tuning follow the teacher alone.
+    assert run(1.0, data, "full") == run(1.0, shuffled, "full-shuffled")
+    # With any weight left on them, wrong labels give another model.
+    assert run(0.5, data, "half") != run(0.5, shuffled, "half-shuffled")
 
 
 def test_early_stopping_ends_a_phase_without_progress(tmp_path: Path) -> None:

@@ -177,6 +177,22 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         f"over the phase's epochs) (default: {defaults.finetune.lr_schedule} for fine-tuning, "
         f"{defaults.search.lr_schedule} for warm-up and search)",
     )
+    train.add_argument(
+        "--distill",
+        type=float,
+        default=defaults.distill,
+        metavar="WEIGHT",
+        help="distill the float warm-up model into the searched and fine-tuned one: the "
+        "weight, in [0, 1], of the distillation term in their loss (default: "
+        f"{defaults.distill}, off)",
+    )
+    train.add_argument(
+        "--distill-temperature",
+        type=float,
+        default=defaults.distill_temperature,
+        help="softmax temperature of the distillation term "
+        f"(default: {defaults.distill_temperature})",
+    )
     train.add_argument("--seed", type=int, default=defaults.seed, help="random seed (default: 0)")
     parser.add_argument(
         "--out",
@@ -226,6 +242,8 @@ def _config(args: argparse.Namespace) -> Any:
         target=args.target,
         budget_signal=args.budget_signal,
         weight_range=args.weight_range,
+        distill=args.distill,
+        distill_temperature=args.distill_temperature,
         detach_input_channels={"auto": None, "yes": True, "no": False}[args.detach_input_channels],
     )
 

@@ -30,6 +30,20 @@ def lr_factor(schedule: str, progress: float) -> float:
     raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
 
 
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Knowledge-distillation term: ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``.
+
+    Averaged over the batch; both arguments are class logits ``(batch, classes)``. The ``T^2``
+    factor keeps the gradient's scale independent of the temperature.
+    """
+    log_p = torch.log_softmax(student / temperature, dim=1)
+    log_q = torch.log_softmax(teacher / temperature, dim=1)
+    kl = nn.functional.kl_div(log_p, log_q, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Fraction of correct top-1 predictions."""
     return float((logits.argmax(dim=1) == target).float().mean())

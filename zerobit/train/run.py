@@ -39,6 +39,7 @@ from zerobit.train.loop import (
     MetricFn,
     PhaseConfig,
     accuracy,
+    distillation_loss,
     evaluate_metric,
     lr_factor,
 )
@@ -97,6 +98,12 @@ class RunConfig:
             detached (see :func:`zerobit.convert`). None is the paper's policy: detached for
             the size cost, so pruning a channel is priced in its own layer only; False prices
             it in its consumers too.
+        distill: Weight ``a`` of knowledge distillation from the float warm-up model in the
+            search and fine-tuning losses: ``(1 - a) * loss + a * T^2 * KL(teacher || student)``
+            on the softened class probabilities (0: off; 1: the labels are not used after the
+            warm-up). Every method of :mod:`zerobit.train.baselines` gets the same teacher.
+            Needs a model that outputs class logits.
+        distill_temperature: The softmax temperature ``T`` of the distillation term.
         budget_signal: With a target, what the strength is steered by: ``"argmax"`` (the
             current argmax architecture's cost; the search tends to end well under the budget)
             or ``"expected"`` (the expected cost of the current probabilities; it ends close to
@@ -131,6 +138,8 @@ class RunConfig:
     detach_input_channels: bool | None = None
     budget_signal: str = "argmax"
     weight_range: str = "minmax"
+    distill: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -141,6 +150,12 @@ class RunConfig:
                 object.__setattr__(self, name, PhaseConfig(**value))
         if self.strength < 0 or not math.isfinite(self.strength):
             raise ValueError(f"strength must be a finite number >= 0, got {self.strength}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
+        if not (self.distill_temperature > 0 and math.isfinite(self.distill_temperature)):
+            raise ValueError(
+                f"distill_temperature must be a finite number > 0, got {self.distill_temperature}"
+            )
         if self.calibration_samples < 1:
             raise ValueError("calibration_samples must be >= 1")
         self.space()  # validates the bit sets
@@ -281,6 +296,7 @@ class Run:
         self.timings: dict[str, float] = {}
         self.budget: dict[str, Any] | None = None
         self._extra: dict[str, Any] = {}  # objects with state_dict() saved in checkpoints
+        self._teacher: nn.Module | None = None  # the float warm-up model, when distilling
         self.context = distributed.setup()
 
     # ------------------------------------------------------------------------------ plumbing
@@ -414,9 +430,24 @@ class Run:
         self.timings = dict(json.loads(latest["timings"])) if latest is not None else {}
         self._reconcile_log()
         model = self.warm_up()
+        if self.config.distill > 0:
+            teacher = copy.deepcopy(model).to(self.context.device).eval()
+            self._teacher = teacher.requires_grad_(False)
         smodel = self.search_phase(model)
         frozen = self.finetune_phase(smodel)
         return self.write_result(frozen)
+
+    def _task_loss(self, output: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Return the training loss of search and fine-tuning (``loss_fn``, distilled if set)."""
+        loss = self.loss_fn(output, y)
+        if self._teacher is None:
+            return loss
+        with torch.no_grad():
+            teacher = self._teacher(x)
+        c = self.config
+        return (1 - c.distill) * loss + c.distill * distillation_loss(
+            output, teacher, c.distill_temperature
+        )
 
     def _train_epochs(
         self,
@@ -605,7 +636,7 @@ class Run:
                 strength = controlled_strength() * strength_at(c, progress) / c.strength
             else:
                 strength = strength_at(c, progress)
-            return self.loss_fn(net(x), y) + strength * smodel.cost()
+            return self._task_loss(net(x), x, y) + strength * smodel.cost()
 
         def costs() -> dict[str, Any]:
             smodel.eval()
@@ -670,7 +701,7 @@ class Run:
         net = distributed.data_parallel(frozen, self.context)
 
         def step(x: torch.Tensor, y: torch.Tensor, i: int, total: int) -> torch.Tensor:
-            return self.loss_fn(net(x), y)
+            return self._task_loss(net(x), x, y)
 
         self._train_epochs(
             "finetune",
