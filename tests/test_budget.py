@@ -2,6 +2,7 @@
 # Budget mode: target parsing, the smallest reachable cost, the greedy fit and a run that meets it.
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -197,5 +198,11 @@ def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path, sign
     assert run._extra["controller"].signal == signal
     assert result["budget"]["met"] and result["costs"]["size_bytes"] <= 4000
     assert result["budget"]["cost_final"] == result["costs"]["size_bits"]
+    # Each search epoch logs the argmax architecture's cost in the target's unit: after the last,
+    # that is the cost the greedy step started from.
+    lines = [json.loads(line) for line in (tmp_path / "fits" / "metrics.jsonl").open()]
+    last = [line for line in lines if line["phase"] == "search"][-1]
+    assert last["argmax_cost"] == result["budget"]["cost_after_search"]
+    assert "strength" in last
     with pytest.raises(ValueError, match=r"below the smallest model this space allows \(\d+ bytes"):
         Run(RunConfig(**base, target="size=10B"), tmp_path / "too-small").run()

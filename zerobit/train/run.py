@@ -644,7 +644,9 @@ class Run:
             record = {"cost": value, "temperature": float(smodel.temperature)}  # type: ignore[arg-type]
             if controller is not None:
                 record["strength"] = controller.strength
-                record["target_cost"] = discrete_cost(smodel, controller.target.cost)
+                # What the budget is checked against: the argmax architecture's cost, in
+                # the target's unit (bits for size).
+                record["argmax_cost"] = discrete_cost(smodel, controller.target.cost)
             return record
 
         self._train_epochs(
