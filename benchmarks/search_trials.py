@@ -11,6 +11,8 @@ checkpoints are not committed). docs/benchmarks.md quotes these trials. Run, for
     python benchmarks/search_trials.py --trial target-ramp --budget-index 3 --out runs/trials
     python benchmarks/search_trials.py --shares \
         benchmarks/results/pareto_fashion_mnist/seed-0/joint-budget-3
+    python benchmarks/search_trials.py --seed 0 --prune-without-retraining --norm-ranks \
+        benchmarks/results/pareto_fashion_mnist/seed-0/joint-budget-3
 
 Trials (the benchmark's 4-epoch search unless said):
     target-ramp           the budget descends to the target along a cubic schedule over the
@@ -38,6 +40,7 @@ Trials (the benchmark's 4-epoch search unless said):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shutil
@@ -70,6 +73,8 @@ TRIALS = (
     "config",
     "factorized",
 )
+#: Longest run folder name; longer --set lists are cut and end in a hash of the whole.
+MAX_NAME = 96
 #: Trials that replace the budget controller.
 CONTROLLER_TRIALS = (
     "target-ramp",
@@ -239,6 +244,91 @@ def shares(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def warmup_search_model(results: Path, seed: int, out: Path) -> tuple[Run, Any]:
+    """The seed's float warm-up converted to a search model, its weight compensation undone (so
+    that an all-8-bit choice computes the warm-up network, quantized)."""
+    config = trial_config(results, seed, 0, "config")
+    run_dir = out / f"warmup-seed-{seed}"
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    warmup = run_dir / "checkpoints" / "warmup.pt"
+    if not warmup.exists():
+        shutil.copyfile(results / f"seed-{seed}" / "warmup" / "checkpoints" / "warmup.pt", warmup)
+    run = Run(config, run_dir)
+    run.prepare(resume=True)
+    smodel = run._convert(run.warm_up())
+    with torch.no_grad():
+        for selector, layers in _group_layers(smodel).items():
+            if selector.zero_index is None:
+                continue
+            keep = float(1 - torch.softmax(selector.logits, dim=0)[selector.zero_index, 0])
+            for layer in layers:
+                layer.weight.mul_(keep)
+                layer.bias.mul_(keep)
+    return run, smodel
+
+
+def _group_layers(smodel: Any) -> dict[Any, list[Any]]:
+    groups: dict[Any, list[Any]] = {}
+    for layer in smodel.layers().values():
+        groups.setdefault(layer.selector, []).append(layer)
+    return groups
+
+
+def norm_ranks(smodel: Any, run_dir: Path) -> dict[int, float]:
+    """Mean percentile (0: smallest, 1: largest), within its layer, of the warm-up weight norm of
+    the channels a finished run gave each weight bit-width."""
+    architecture = json.loads((run_dir / "result.json").read_text())["architecture"]
+    ranks: dict[int, list[float]] = {}
+    for name, layer in smodel.layers().items():
+        bits = architecture[name].get("weight_bits")
+        if not bits or len(bits) < 2:
+            continue
+        norm = layer.weight.detach().flatten(1).norm(dim=1)
+        rank = norm.argsort().argsort().float() / (len(norm) - 1)
+        for b, r in zip(bits, rank.tolist()):
+            ranks.setdefault(b, []).append(r)
+    return {b: sum(v) / len(v) for b, v in sorted(ranks.items())}
+
+
+def prune_without_retraining(
+    run: Run, smodel: Any, fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4), draws: int = 3
+) -> dict[str, Any]:
+    """Validation accuracy of the warm-up, all weights 8-bit, with a fraction of every prunable
+    group's channels pruned and no retraining: those of the smallest summed weight norm, or
+    random ones (``draws`` draws)."""
+    groups = _group_layers(smodel)
+    generator = torch.Generator().manual_seed(0)
+    val = run.data.val
+
+    def accuracy(fraction: float, by_norm: bool) -> float:
+        for selector in smodel.selectors:
+            channels = selector.channels
+            choice = torch.full((channels,), selector.bits.index(max(selector.bits)))
+            if selector.zero_index is not None:
+                if by_norm:
+                    norms = sum(
+                        layer.weight.detach().flatten(1).norm(dim=1) ** 2
+                        for layer in groups[selector]
+                    )
+                    order = norms.argsort()
+                else:
+                    order = torch.randperm(channels, generator=generator)
+                choice[order[: int(fraction * channels)]] = selector.zero_index
+            logits = torch.zeros(selector.logits.shape)
+            logits[choice, torch.arange(channels)] = 10.0
+            selector.set_logits_(logits)
+        smodel.eval()
+        return run._evaluate(smodel, val)
+
+    result: dict[str, Any] = {"none": accuracy(0.0, True)}
+    for fraction in fractions:
+        result[f"{fraction:g}"] = {
+            "smallest_norm": accuracy(fraction, True),
+            "random": [accuracy(fraction, False) for _ in range(draws)],
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--trial", choices=TRIALS)
@@ -254,14 +344,34 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/trials"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shares", type=Path, nargs="*", help="print finished runs' bit shares")
+    parser.add_argument(
+        "--norm-ranks",
+        type=Path,
+        nargs="*",
+        help="print, per weight bit-width, the mean percentile of the warm-up weight norm of the "
+        "channels finished runs (of --results, --seed) chose it for",
+    )
+    parser.add_argument(
+        "--prune-without-retraining",
+        action="store_true",
+        help="print the warm-up's accuracy with the smallest-norm or random channels pruned",
+    )
     args = parser.parse_args()
     if args.shares:
         for run_dir in args.shares:
             print(json.dumps(shares(run_dir)))
         return
-    if args.trial is None:
-        parser.error("give --trial or --shares")
     torch.set_num_threads(args.threads)
+    if args.norm_ranks or args.prune_without_retraining:
+        run, smodel = warmup_search_model(args.results, args.seed, args.out)
+        for run_dir in args.norm_ranks or ():
+            ranks = norm_ranks(smodel, run_dir)
+            print(json.dumps({"run": str(run_dir), "mean_norm_percentile": ranks}))
+        if args.prune_without_retraining:
+            print(json.dumps(prune_without_retraining(run, smodel)))
+        return
+    if args.trial is None:
+        parser.error("give --trial, --shares, --norm-ranks or --prune-without-retraining")
     config = trial_config(
         args.results, args.seed, args.budget_index, args.trial, args.strength, args.set
     )
@@ -271,6 +381,9 @@ def main() -> None:
         name += f"-{args.strength:g}"
     elif args.trial == "config":
         name += "-" + "-".join(s.replace("=", "_") for s in args.set)
+        if len(name) > MAX_NAME:  # whole phase configurations make names too long for a path
+            digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+            name = f"{name[: MAX_NAME - 13]}-{digest}"
     out = args.out / f"{name}-seed-{args.seed}-budget-{args.budget_index}"
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     seed_dir = args.results / f"seed-{args.seed}"
