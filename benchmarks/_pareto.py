@@ -76,9 +76,13 @@ def _run(config: RunConfig, run_dir: Path, shared_warmup: Path) -> None:
 
 def _reuse_search(joint_dir: Path, run_dir: Path) -> None:
     """Start a joint-long run from the finished joint run's search (the same search: only the
-    fine-tuning differs), so the search is not run twice; resuming it is exact."""
+    fine-tuning differs), so the search is not run twice; resuming it is exact. Without the
+    joint run's checkpoint (checkpoints are not committed) the joint-long run searches again,
+    step for step the same search with the same warm-up and thread count."""
     source = joint_dir / "checkpoints" / "search.pt"
     if not (joint_dir / "result.json").exists() or (run_dir / "checkpoints" / "search.pt").exists():
+        return
+    if not source.exists():
         return
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, run_dir / "checkpoints" / "search.pt.tmp")
