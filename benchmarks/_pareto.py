@@ -80,9 +80,8 @@ def _reuse_search(joint_dir: Path, run_dir: Path) -> None:
     joint run's checkpoint (checkpoints are not committed) the joint-long run searches again,
     step for step the same search with the same warm-up and thread count."""
     source = joint_dir / "checkpoints" / "search.pt"
-    if not (joint_dir / "result.json").exists() or (run_dir / "checkpoints" / "search.pt").exists():
-        return
-    if not source.exists():
+    done = (joint_dir / "result.json").exists() and source.exists()
+    if not done or (run_dir / "checkpoints" / "search.pt").exists():
         return
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, run_dir / "checkpoints" / "search.pt.tmp")

@@ -63,10 +63,6 @@ def run_all(base: RunConfig, out: Path) -> None:
             _run(replace(config, target=target), out / f"{cost}-budget-{i}", shared)
 
 
-def _costs(run: Any) -> dict[str, float | None]:
-    return {key: run.costs.get(key) for key in DRIVERS.values()}
-
-
 def _expected(seed_dir: Path) -> list[Path]:
     return [seed_dir / f"{c}-budget-{i}" for c in DRIVERS for i in range(len(FRACTIONS[c]))]
 
