@@ -35,12 +35,17 @@ Trials (the benchmark's 4-epoch search unless said):
                           the kept bit-widths: p(0) = sigmoid(z), p(b) = sigmoid(-z) softmax(l)_b;
                           the same initial probabilities, the same temperature and argmax (on
                           the log-probabilities)
+    fill                  after the search (which ends under its budget), raise the bits the
+                          search was closest to choosing while the model still fits: the leftover
+                          budget spent greedily (with --set, other fields changed too)
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import heapq
+import itertools
 import json
 import math
 import shutil
@@ -54,9 +59,10 @@ import torch
 
 import zerobit.config as zb_config
 import zerobit.search.modules as zb_modules
+import zerobit.train.budget as zb_budget
 import zerobit.train.run as zb_run
 from zerobit.train.baselines import method_config
-from zerobit.train.budget import StrengthController, discrete_cost
+from zerobit.train.budget import StrengthController, Target, discrete_cost
 from zerobit.train.run import Run, RunConfig
 
 TRIALS = (
@@ -72,6 +78,7 @@ TRIALS = (
     "fixed-strength",
     "config",
     "factorized",
+    "fill",
 )
 #: Longest run folder name; longer --set lists are cut and end in a hash of the whole.
 MAX_NAME = 96
@@ -180,6 +187,80 @@ def _factorized_init(
     self.probs = torch.softmax(self.logits.detach(), dim=0)
 
 
+def _fit_then_fill_(smodel: Any, target: Target) -> int:
+    """The benchmark's greedy fit, then :func:`fill_budget_`; return the fit's moves."""
+    moves = zb_budget.fit_budget_(smodel, target)
+    print(f"fill: {fill_budget_(smodel, target)} raises")
+    return moves
+
+
+def fill_budget_(smodel: Any, target: Target) -> int:
+    """Raise bits of the argmax architecture while it stays within ``target``; return the raises.
+
+    The converse of the greedy fit: every one-step raise (one channel to the next higher
+    bit-width of its group, a pruned channel to the lowest non-zero one unless its pruning is
+    pinned, or one tensor to its next higher activation bit-width) is ranked by the logit it
+    loses against the current choice, smallest first; each is taken if the model still fits,
+    and a raised channel's next raise joins the ranking. A raise that does not fit is dropped:
+    the size cost only grows, so it would not fit later either.
+    """
+    weight, act = zb_budget._choices(smodel)
+    cost = zb_budget._cost_of(smodel, target.cost, weight, act)
+    if cost > target.value:
+        return 0
+    heap: list[tuple[float, int, Any]] = []
+    order = itertools.count()  # ties keep the order in which the raises were found
+
+    def push(kind: str, index: int, channel: int) -> None:
+        move = _raise(smodel, weight, act, kind, index, channel)
+        if move is not None:
+            heapq.heappush(heap, (move[0], next(order), move))
+
+    for g, s in enumerate(smodel.selectors):
+        for c in range(1 if s.per_layer else len(weight[g])):
+            push("w", g, c)
+    for a in range(len(smodel.quantizers)):
+        push("a", a, -1)
+    raises = 0
+    while heap:
+        move = heapq.heappop(heap)[2]
+        new_weight, new_act = zb_budget._apply(smodel, weight, act, move)
+        if zb_budget._cost_of(smodel, target.cost, new_weight, new_act) > target.value:
+            continue
+        weight, act = new_weight, new_act
+        raises += 1
+        push(move[1], move[2], move[3])
+    if raises:
+        zb_budget._set_choices_(smodel, weight, act)
+    return raises
+
+
+def _raise(
+    smodel: Any, weight: list[list[int]], act: list[int], kind: str, index: int, channel: int
+) -> tuple[float, str, int, int, int] | None:
+    """The one-step raise of a channel ("w") or an activation tensor ("a"), or None.
+
+    Its first element is the logit the raise loses against the current choice.
+    """
+    if kind == "a":
+        bits, current = smodel.quantizers[index].bits, act[index]
+        logits = smodel.quantizers[index].logits.detach().unsqueeze(1)
+        channel_index = 0
+    else:
+        selector = smodel.selectors[index]
+        bits, current = selector.bits, weight[index][channel]
+        pinned = selector.pinned_pruning is not None and bool(selector.pinned_pruning[channel])
+        if bits[current] == 0 and pinned:
+            return None
+        logits, channel_index = selector.logits.detach(), channel
+    higher = [i for i, b in enumerate(bits) if b > bits[current]]
+    if not higher:
+        return None
+    up = min(higher, key=lambda i: bits[i])
+    loss = float(logits[current, channel_index] - logits[up, channel_index])
+    return (loss, kind, index, channel, up)
+
+
 def patch(trial: str) -> None:
     """Install the trial's change in this process."""
     if trial == "factorized":
@@ -187,6 +268,8 @@ def patch(trial: str) -> None:
         selector.__init__ = _factorized_init  # type: ignore[method-assign]
         selector.logits = property(_factorized_logits)  # type: ignore[assignment,method-assign]
         selector.set_logits_ = _factorized_set_logits_  # type: ignore[method-assign]
+    if trial == "fill":
+        zb_run.fit_budget_ = _fit_then_fill_  # type: ignore[attr-defined]
     if trial in CONTROLLER_TRIALS:
         _TrialController.trial = trial
         zb_run.StrengthController = _TrialController  # type: ignore[misc]
@@ -220,7 +303,7 @@ def trial_config(
         config = replace(config, budget_signal="expected")
     elif trial == "fixed-strength":
         config = replace(config, target=None, strength=strength)
-    elif trial == "config":
+    if settings:  # the config trial's changes; any other trial's on top of its own
         changes = {}
         for setting in settings:
             key, _, value = setting.partition("=")
@@ -339,7 +422,11 @@ def main() -> None:
     parser.add_argument("--budget-index", type=int, default=3, help="rung of the joint ladder")
     parser.add_argument("--strength", type=float, default=1.0, help="for --trial fixed-strength")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=JSON", help="for --trial config"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="run configuration fields to change (--trial config; on top of any other trial)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/trials"))
     parser.add_argument("--threads", type=int, default=2)
@@ -379,7 +466,7 @@ def main() -> None:
     name = args.trial
     if args.trial == "fixed-strength":
         name += f"-{args.strength:g}"
-    elif args.trial == "config":
+    if args.set:
         name += "-" + "-".join(s.replace("=", "_") for s in args.set)
         if len(name) > MAX_NAME:  # whole phase configurations make names too long for a path
             digest = hashlib.sha1(name.encode()).hexdigest()[:12]
