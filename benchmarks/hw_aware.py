@@ -124,13 +124,14 @@ def analyze(out: Path, seeds: Sequence[int]) -> dict[str, Any]:
     }
     reductions: dict[str, Any] = {}
     for key in ("mpic_cycles", "ne16_cycles"):
-        means = [
-            statistics.mean(s["reductions"][key])
+        seed_means = [
+            statistics.mean(s["reductions"][key]) if s["reductions"].get(key) else None
             for s in per_seed.values()
-            if s["reductions"].get(key)
         ]
+        means = [m for m in seed_means if m is not None]
         every = [r for s in per_seed.values() for r in s["reductions"].get(key, [])]
         reductions[key] = {
+            "seed_means": seed_means,
             "mean_of_seed_means": statistics.mean(means) if means else None,
             "std_of_seed_means": statistics.stdev(means) if len(means) > 1 else None,
             "max": max(every) if every else None,
@@ -161,10 +162,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "|---|---:|---:|---|---|---:|",
     ]
     for key, value in summary["reductions"].items():
-        per_seed = ", ".join(
-            _percent(statistics.mean(s["reductions"][key]) if s["reductions"].get(key) else None)
-            for s in summary["per_seed"].values()
-        )
+        per_seed = ", ".join(_percent(m) for m in value["seed_means"])
         std = value["std_of_seed_means"]
         lines.append(
             f"| {key} | {_percent(value['mean_of_seed_means'])} | "
