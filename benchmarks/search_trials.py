@@ -38,6 +38,10 @@ Trials (the benchmark's 4-epoch search unless said):
     fill                  after the search (which ends under its budget), raise the bits the
                           search was closest to choosing while the model still fits: the leftover
                           budget spent greedily (with --set, other fields changed too)
+    pinned                no search: every channel's weight bits fixed to those of the finished
+                          run --pin (of any method) from the start, the same warm-up, search
+                          epochs (now training the fixed assignment, no cost) and fine-tuning;
+                          separates what a run chose from how long its weights trained
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ TRIALS = (
     "config",
     "factorized",
     "fill",
+    "pinned",
 )
 #: Longest run folder name; longer --set lists are cut and end in a hash of the whole.
 MAX_NAME = 96
@@ -261,6 +266,40 @@ def _raise(
     return (loss, kind, index, channel, up)
 
 
+def pin_architecture(architecture: dict[str, Any]) -> Any:
+    """A ``prepare_search`` that fixes every channel's weight bits to ``architecture``'s.
+
+    The conversion's weight compensation (a division by the initial keep probability) is undone
+    first, so that the fixed model starts from the warm-up's weights. Searchable activation bits
+    are refused: the trial is for size-driven runs, whose activations stay at 8 bits.
+    """
+
+    def prepare(smodel: Any) -> None:
+        with torch.no_grad():
+            for selector, layers in _group_layers(smodel).items():
+                if selector.zero_index is None:
+                    continue
+                keep = float(1 - torch.softmax(selector.logits, dim=0)[selector.zero_index, 0])
+                for layer in layers:
+                    layer.weight.mul_(keep)
+                    layer.bias.mul_(keep)
+        if any(len(q.bits) > 1 for q in smodel.quantizers):
+            raise ValueError("the pinned trial fixes weight bits only; activation bits searchable")
+        for info in smodel.analysis.layers.values():
+            selector = smodel.selectors[info.group]
+            bits = architecture[info.name]["weight_bits"]
+            if len(bits) != selector.logits.shape[1]:
+                raise ValueError(f"{info.name}: {len(bits)} channels in --pin, model has others")
+            rows = torch.tensor([selector.bits.index(b) for b in bits])
+            chosen = torch.nn.functional.one_hot(rows, len(selector.bits)).T.bool()
+            with torch.no_grad():
+                selector.set_logits_(torch.where(chosen, 20.0, -20.0))
+            if selector.parameter.requires_grad:
+                selector.parameter.register_hook(torch.zeros_like)
+
+    return prepare
+
+
 def patch(trial: str) -> None:
     """Install the trial's change in this process."""
     if trial == "factorized":
@@ -303,6 +342,8 @@ def trial_config(
         config = replace(config, budget_signal="expected")
     elif trial == "fixed-strength":
         config = replace(config, target=None, strength=strength)
+    elif trial == "pinned":
+        config = replace(config, target=None, strength=0.0)
     if settings:  # the config trial's changes; any other trial's on top of its own
         changes = {}
         for setting in settings:
@@ -428,6 +469,7 @@ def main() -> None:
         metavar="KEY=JSON",
         help="run configuration fields to change (--trial config; on top of any other trial)",
     )
+    parser.add_argument("--pin", type=Path, help="for --trial pinned: the run whose bits to fix")
     parser.add_argument("--out", type=Path, default=Path("runs/trials"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--shares", type=Path, nargs="*", help="print finished runs' bit shares")
@@ -466,6 +508,13 @@ def main() -> None:
     name = args.trial
     if args.trial == "fixed-strength":
         name += f"-{args.strength:g}"
+    prepare = None
+    if args.trial == "pinned":
+        if args.pin is None:
+            parser.error("--trial pinned needs --pin RUN_DIR")
+        pinned = json.loads((args.pin / "result.json").read_text())
+        prepare = pin_architecture(pinned["architecture"])
+        name += f"-{args.pin.name}"
     if args.set:
         name += "-" + "-".join(s.replace("=", "_") for s in args.set)
         if len(name) > MAX_NAME:  # whole phase configurations make names too long for a path
@@ -477,7 +526,7 @@ def main() -> None:
     warmup = out / "checkpoints" / "warmup.pt"
     if not warmup.exists():
         shutil.copyfile(seed_dir / "warmup" / "checkpoints" / "warmup.pt", warmup)
-    result = Run(config, out).run(resume=True)
+    result = Run(config, out, prepare_search=prepare).run(resume=True)
     reference = json.loads(
         (seed_dir / f"joint-budget-{args.budget_index}" / "result.json").read_text()
     )
