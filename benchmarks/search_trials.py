@@ -275,14 +275,7 @@ def pin_architecture(architecture: dict[str, Any]) -> Any:
     """
 
     def prepare(smodel: Any) -> None:
-        with torch.no_grad():
-            for selector, layers in _group_layers(smodel).items():
-                if selector.zero_index is None:
-                    continue
-                keep = float(1 - torch.softmax(selector.logits, dim=0)[selector.zero_index, 0])
-                for layer in layers:
-                    layer.weight.mul_(keep)
-                    layer.bias.mul_(keep)
+        undo_compensation_(smodel)
         if any(len(q.bits) > 1 for q in smodel.quantizers):
             raise ValueError("the pinned trial fixes weight bits only; activation bits searchable")
         for info in smodel.analysis.layers.values():
@@ -380,15 +373,21 @@ def warmup_search_model(results: Path, seed: int, out: Path) -> tuple[Run, Any]:
     run = Run(config, run_dir)
     run.prepare(resume=True)
     smodel = run._convert(run.warm_up())
-    with torch.no_grad():
-        for selector, layers in _group_layers(smodel).items():
-            if selector.zero_index is None:
-                continue
-            keep = float(1 - torch.softmax(selector.logits, dim=0)[selector.zero_index, 0])
-            for layer in layers:
-                layer.weight.mul_(keep)
-                layer.bias.mul_(keep)
+    undo_compensation_(smodel)
     return run, smodel
+
+
+@torch.no_grad()
+def undo_compensation_(smodel: Any) -> None:
+    """Multiply weights and biases back by the initial keep probability that the conversion
+    divided them by, so that the search model computes the warm-up network again."""
+    for selector, layers in _group_layers(smodel).items():
+        if selector.zero_index is None:
+            continue
+        keep = float(1 - torch.softmax(selector.logits, dim=0)[selector.zero_index, 0])
+        for layer in layers:
+            layer.weight.mul_(keep)
+            layer.bias.mul_(keep)
 
 
 def _group_layers(smodel: Any) -> dict[Any, list[Any]]:
