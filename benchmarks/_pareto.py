@@ -460,6 +460,12 @@ def cli(
         "--help`); minmax: the paper's",
     )
     parser.add_argument(
+        "--weight-bits",
+        default="0,2,4,8",
+        help="comma-separated weight bit-widths of every searched method's space (0: pruned); "
+        "fixed-precision methods need theirs in it",
+    )
+    parser.add_argument(
         "--reuse",
         type=Path,
         default=None,
@@ -479,10 +485,15 @@ def cli(
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warmup, search, finetune = (int(e) for e in args.epochs.split(","))
+    try:
+        weight_bits = tuple(sorted(int(b) for b in args.weight_bits.split(",")))
+    except ValueError:
+        parser.error(f"--weight-bits must be comma-separated integers, got {args.weight_bits!r}")
     base = RunConfig(
         dataset=dataset,
         model=model,
         subset=args.subset or None,
+        weight_bits=weight_bits,
         act_bits=(8,),
         cost="size",
         warmup=PhaseConfig(warmup, patience=args.warmup_patience or None),
