@@ -26,7 +26,6 @@ import argparse
 import json
 import shutil
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +59,9 @@ def dominated_pairs(seed_dir: Path) -> list[dict[str, Any]]:
     return pairs
 
 
-def pinned_run(
-    results: Path, seed: int, pin: Path, out: Path, search_epochs: int | None = None
-) -> dict[str, Any]:
-    """Train ``pin``'s bit-widths from the seed's warm-up on the joint search's schedule (with
-    ``search_epochs`` instead of its search epochs, if given)."""
+def pinned_run(results: Path, seed: int, pin: Path, out: Path) -> dict[str, Any]:
+    """Train ``pin``'s bit-widths from the seed's warm-up on the joint search's schedule."""
     config = trial_config(results, seed, 0, "pinned")
-    if search_epochs is not None:
-        config = replace(config, search=replace(config.search, epochs=search_epochs))
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     warmup = out / "checkpoints" / "warmup.pt"
     if not warmup.exists():
@@ -82,9 +76,7 @@ def _point(result: dict[str, Any]) -> dict[str, float]:
     return {"size_bytes": result["costs"]["size_bytes"], "val_accuracy": result["val_accuracy"]}
 
 
-def run_pairs(
-    results: Path, seed: int, out: Path, search_epochs: int | None = None
-) -> list[dict[str, Any]]:
+def run_pairs(results: Path, seed: int, out: Path) -> list[dict[str, Any]]:
     """Pin and retrain both runs of every dominated pair of ``seed``; see the module doc."""
     rows: list[dict[str, Any]] = []
     for pair in dominated_pairs(results / f"seed-{seed}"):
@@ -92,9 +84,7 @@ def run_pairs(
         for side in ("joint", "baseline"):
             run_dir = pair[side]
             original = json.loads((run_dir / "result.json").read_text())
-            pinned = pinned_run(
-                results, seed, run_dir, out / f"seed-{seed}" / run_dir.name, search_epochs
-            )
+            pinned = pinned_run(results, seed, run_dir, out / f"seed-{seed}" / run_dir.name)
             row[side] = {"run": run_dir.name, **_point(original), "pinned": _point(pinned)}
         rows.append(row)
     (out / f"seed-{seed}" / "pairs.json").write_text(json.dumps(rows, indent=2))
@@ -128,13 +118,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--search-epochs",
-        type=int,
-        help="train the fixed assignments this many epochs before fine-tuning, instead of the "
-        "joint search's epochs (e.g. its search plus the sequential flow's extra search and "
-        "fine-tuning epochs, for equal total training)",
-    )
-    parser.add_argument(
         "--list", action="store_true", help="print the dominated pairs and stop (nothing is run)"
     )
     args = parser.parse_args()
@@ -146,7 +129,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     for seed in args.seeds:
         (args.out / f"seed-{seed}").mkdir(parents=True, exist_ok=True)
-        run_pairs(args.results, seed, args.out, args.search_epochs)
+        run_pairs(args.results, seed, args.out)
     # Every finished seed's rows, this process's and other processes' alike.
     rows = [
         row
