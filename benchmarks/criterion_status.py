@@ -6,9 +6,11 @@ The success criterion of the Pareto benchmarks is that no baseline point dominat
 the joint front (no costlier and no less accurate, strictly better in one). For each folder
 (the main benchmarks and their variants) and each seed, this prints the joint front's size,
 how many of its points are dominated, by which methods, and how many would be dominated if the
-sequential flow (which trains twice as long) were left out. Reads each folder's
-``summary.json`` (rebuild with the benchmark's ``--analyze-only``); writes JSON and prints a
-Markdown table. Run:
+sequential flow (which trains twice as long) were left out. The same count on the seeds' mean:
+every run (a method's rung, one folder per seed) averaged in size and accuracy over the seeds,
+the joint front taken over those means; a point that fails there fails on average, not by one
+seed's noise. Reads each folder's ``summary.json`` (rebuild with the benchmark's
+``--analyze-only``) and its runs' ``result.json``; writes JSON and prints a Markdown table. Run:
 
     python benchmarks/criterion_status.py --out benchmarks/results/criterion_status.json
 """
@@ -17,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _pareto import _dominated
+from _pareto import COST, METRIC, _dominated, _front
+
+from zerobit.report import load_runs
 
 RESULTS = Path(__file__).parent / "results"
 #: Methods that are neither the joint front nor a baseline (compared separately).
@@ -63,12 +68,36 @@ def seed_status(seed: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def mean_points(seed_dirs: list[Path]) -> dict[str, list[tuple[float, float]]]:
+    """Per method, the (size, accuracy) of each of its runs averaged over ``seed_dirs``; a run
+    is its folder name (``joint-budget-3``, ``w4a8``), and only runs every seed has count."""
+    per_run: dict[str, list[tuple[float, float]]] = {}
+    methods: dict[str, str] = {}
+    for seed_dir in seed_dirs:
+        for run in load_runs(sorted(p.parent for p in seed_dir.glob("*/result.json"))):
+            per_run.setdefault(run.path.name, []).append((run.costs[COST], run.metric(METRIC)))
+            methods[run.path.name] = run.method
+    points: dict[str, list[tuple[float, float]]] = {}
+    for name, values in sorted(per_run.items()):
+        if name == "warmup" or len(values) < len(seed_dirs):
+            continue
+        mean = (statistics.mean(c for c, _ in values), statistics.mean(a for _, a in values))
+        points.setdefault(methods[name], []).append(mean)
+    return points
+
+
 def status(folder: Path) -> dict[str, Any]:
-    """Per seed of ``folder``'s summary: see :func:`seed_status`."""
+    """Per seed of ``folder``'s summary, and on the seeds' mean: see :func:`seed_status`."""
     summary = json.loads((folder / "summary.json").read_text())
+    seeds = sorted(summary["seeds"])
+    mean = None
+    if len(seeds) > 1:
+        points = mean_points([folder / f"seed-{s}" for s in seeds])
+        mean = seed_status({"points": points, "joint_front": _front(points.get("joint", []))})
     return {
         "partial": summary["partial"],
-        "seeds": {name: seed_status(seed) for name, seed in sorted(summary["seeds"].items())},
+        "seeds": {name: seed_status(summary["seeds"][name]) for name in seeds},
+        "seed_mean": mean,
     }
 
 
@@ -76,8 +105,9 @@ def markdown(statuses: dict[str, dict[str, Any]]) -> str:
     """One row per folder: dominated front points per seed, the widest margin, the criterion."""
     lines = [
         "| benchmark | seeds | dominated joint front points, per seed | without the sequential "
-        "flow | widest accuracy lead of a dominating point (pt) | seeds meeting the criterion |",
-        "|---|---:|---|---|---|---:|",
+        "flow | widest accuracy lead of a dominating point (pt) | seeds meeting the criterion | "
+        "on the seeds' mean: dominated points (widest lead) |",
+        "|---|---:|---|---|---|---:|---|",
     ]
     for name, entry in statuses.items():
         seeds = entry["seeds"].values()
@@ -91,9 +121,16 @@ def markdown(statuses: dict[str, dict[str, Any]]) -> str:
         )
         met = sum(s["dominated"] == 0 for s in seeds)
         partial = " (partial)" if entry["partial"] else ""
+        mean = entry["seed_mean"]
+        on_mean = "-"
+        if mean is not None:
+            on_mean = f"{mean['dominated']} of {mean['front_points']}"
+            if mean["dominated_points"]:
+                lead = max(d["accuracy_lead_pt"] for d in mean["dominated_points"])
+                on_mean += f" ({lead:.2f})"
         lines.append(
             f"| {name}{partial} | {len(entry['seeds'])} | {per_seed} | {without} | {leads} | "
-            f"{met} of {len(entry['seeds'])} |"
+            f"{met} of {len(entry['seeds'])} | {on_mean} |"
         )
     return "\n".join(lines) + "\n"
 
