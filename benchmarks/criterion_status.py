@@ -9,8 +9,11 @@ how many of its points are dominated, by which methods, and how many would be do
 sequential flow (which trains twice as long) were left out. The same count on the seeds' mean:
 every run (a method's rung, one folder per seed) averaged in size and accuracy over the seeds,
 the joint front taken over those means; a point that fails there fails on average, not by one
-seed's noise. Reads each folder's ``summary.json`` (rebuild with the benchmark's
-``--analyze-only``) and its runs' ``result.json``; writes JSON and prints a Markdown table. Run:
+seed's noise. A second table compares, where a folder has them, the joint searches fine-tuned
+for the sequential flow's total epochs (joint-long) with the sequential flow: equal training
+instead of equal epochs per phase. Reads each folder's ``summary.json`` (rebuild with the
+benchmark's ``--analyze-only``) and its runs' ``result.json``; writes JSON and prints Markdown
+tables. Run:
 
     python benchmarks/criterion_status.py --out benchmarks/results/criterion_status.json
 """
@@ -94,10 +97,12 @@ def status(folder: Path) -> dict[str, Any]:
     if len(seeds) > 1:
         points = mean_points([folder / f"seed-{s}" for s in seeds])
         mean = seed_status({"points": points, "joint_front": _front(points.get("joint", []))})
+    equal = {name: summary["seeds"][name].get("equal_training") for name in seeds}
     return {
         "partial": summary["partial"],
         "seeds": {name: seed_status(summary["seeds"][name]) for name in seeds},
         "seed_mean": mean,
+        "equal_training": {n: e for n, e in equal.items() if e is not None} or None,
     }
 
 
@@ -135,6 +140,30 @@ def markdown(statuses: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def equal_training_markdown(statuses: dict[str, dict[str, Any]]) -> str:
+    """One row per folder with joint-long runs: its size reduction against the sequential front
+    at iso-accuracy per seed, and its points a sequential point dominates."""
+    lines = [
+        "| benchmark | seeds | joint-long against the sequential front, per seed | mean | "
+        "joint-long points dominated by a sequential point |",
+        "|---|---:|---|---:|---|",
+    ]
+    for name, entry in statuses.items():
+        equal = entry["equal_training"]
+        if not equal:
+            continue
+        values = [e["reduction_vs_sequential"] for e in equal.values()]
+        per_seed = ", ".join("-" if v is None else f"{100 * v:.1f} %" for v in values)
+        present = [v for v in values if v is not None]
+        mean = f"{100 * statistics.mean(present):.1f} %" if present else "-"
+        dominated = ", ".join(
+            f"{len(e['dominated_by_sequential'])} of {len(e['joint_long_front'])}"
+            for e in equal.values()
+        )
+        lines.append(f"| {name} | {len(equal)} | {per_seed} | {mean} | {dominated} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -151,7 +180,8 @@ def main() -> None:
     statuses = {folder.name: status(folder) for folder in folders}
     if args.out is not None:
         args.out.write_text(json.dumps(statuses, indent=2) + "\n")
-    print(markdown(statuses), end="")
+    print(markdown(statuses))
+    print(equal_training_markdown(statuses), end="")
 
 
 if __name__ == "__main__":
