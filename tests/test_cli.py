@@ -28,6 +28,24 @@ def test_search_then_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert (tmp_path / "report" / "arch_run.png").exists()
 
 
+def test_search_from_another_runs_warm_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["search", *TINY, "--out", str(first)]) == 0
+    options = ["--weight-bits", "0,4,8", "--warmup-from", str(first)]
+    assert main(["search", *TINY, *options, "--out", str(second)]) == 0
+    result = json.loads((second / "result.json").read_text())
+    assert result["warmup_from"] == str(first.resolve())
+    assert result["config"]["weight_bits"] == [0, 4, 8]
+    phases = {json.loads(x)["phase"] for x in (second / "metrics.jsonl").read_text().splitlines()}
+    assert "warmup" not in phases
+    capsys.readouterr()
+    code = main(["search", *TINY, *options, "--seed", "3", "--out", str(tmp_path / "third")])
+    assert code == 2
+    assert "trained differently: seed 0 there, 3 here" in capsys.readouterr().err
+
+
 def test_errors_say_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         ["search", *TINY, "--weight-bits", "0,3,8", "--cost", "mpic", "--out", str(tmp_path)]

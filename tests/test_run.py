@@ -156,6 +156,51 @@ def test_lr_schedule_is_validated() -> None:
     assert lr_factor("cosine", 0.5) == pytest.approx(0.5)
 
 
+def test_a_run_from_another_runs_warm_up_equals_one_that_trains_its_own(tmp_path: Path) -> None:
+    # Another space and strength, the same data, model, seed and warm-up phase: the warm-up can
+    # be shared, and starting from it must give what training it again gives.
+    other = RunConfig(**{**TINY.to_dict(), "weight_bits": (0, 4, 8), "strength": 0.5})
+    source = Run(TINY, tmp_path / "source")
+    source.run()
+    reused = Run(other, tmp_path / "reused").run(warmup_from=tmp_path / "source")
+    own = Run(other, tmp_path / "own").run()
+    ignore = {"name": None, "warmup_from": None}
+    assert without_timings(reused) | ignore == without_timings(own) | ignore
+    assert reused["warmup_from"] == str((tmp_path / "source").resolve())
+    assert own["warmup_from"] is None
+    assert reused["timings"]["warmup_s"] == source.timings["warmup_s"]  # the original's seconds
+    phases = [
+        json.loads(line)["phase"]
+        for line in (tmp_path / "reused" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert phases == ["search", "search", "finetune"]  # no warm-up epoch was trained
+    # A copy of the copy still names the run that trained it.
+    again = Run(other, tmp_path / "again").run(warmup_from=tmp_path / "reused")
+    assert again["warmup_from"] == reused["warmup_from"]
+
+
+class _WarmupCrash(Run):
+    def _save(self, obj: dict, phase: str) -> None:
+        super()._save(obj, phase)
+        raise _Interrupted
+
+
+def test_a_warm_up_trained_otherwise_or_unfinished_is_refused(tmp_path: Path) -> None:
+    Run(TINY, tmp_path / "source").run()
+    reseeded = RunConfig(**{**TINY.to_dict(), "seed": 1, "subset": 150})
+    with pytest.raises(ValueError, match=r"trained differently: subset 160 there, 150 .*seed 0"):
+        Run(reseeded, tmp_path / "a").run(warmup_from=tmp_path / "source")
+    longer = RunConfig(**{**TINY.to_dict(), "warmup": PhaseConfig(epochs=2, batch_size=64)})
+    with pytest.raises(_Interrupted):
+        _WarmupCrash(longer, tmp_path / "half").run()
+    with pytest.raises(ValueError, match="stopped at epoch 1 of 2; finish it first"):
+        Run(longer, tmp_path / "b").run(warmup_from=tmp_path / "half")
+    with pytest.raises(ValueError, match="holds no float warm-up"):
+        Run(TINY, tmp_path / "c").run(warmup_from=tmp_path / "nothing")
+    for refused in ("a", "b", "c"):  # nothing was trained or copied
+        assert not (tmp_path / refused / "checkpoints" / "warmup.pt").exists()
+
+
 def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
     Run(TINY, tmp_path / "run").run()
     other = RunConfig(**{**TINY.to_dict(), "strength": 0.5})

@@ -97,3 +97,37 @@ def test_sequential_flow_keeps_stage_one_pruning_and_reports_both_stages(tmp_pat
     assert timings["stage1_search_s"] > 0 and timings["warmup_s"] > 0
     parts = ("stage1_search_s", "stage1_finetune_s", "search_s", "finetune_s")
     assert timings["total_train_s"] == pytest.approx(sum(timings.get(k, 0.0) for k in parts))
+
+
+def test_a_sweep_and_its_baselines_start_from_one_earlier_warm_up(tmp_path: Path) -> None:
+    import torch
+
+    from zerobit.train.baselines import baseline
+
+    first = sweep(TINY, tmp_path / "first", points=1)["results"][0]
+    origin = str((tmp_path / "first" / "warmup").resolve())
+    assert first["warmup_from"] is None
+    # Another space from the same warm-up (a sweep folder given as the source).
+    narrow = RunConfig(**{**TINY.to_dict(), "weight_bits": (0, 4, 8)})
+    (second,) = sweep(narrow, tmp_path / "second", points=1, warmup_from=tmp_path / "first")[
+        "results"
+    ]
+    assert second["warmup_from"] == origin
+    assert not (tmp_path / "second" / "warmup" / "metrics.jsonl").exists()  # nothing trained
+    shared = torch.load(
+        tmp_path / "first" / "warmup" / "checkpoints" / "warmup.pt", weights_only=True
+    )
+    used = torch.load(
+        tmp_path / "second" / "budget-0" / "checkpoints" / "warmup.pt", weights_only=True
+    )
+    for key, value in shared["best_model"].items():
+        assert torch.equal(value, used["best_model"][key]), key
+    # Baselines for comparison, from a point's run directory of the second sweep.
+    (w8,) = baseline(
+        narrow, tmp_path / "base", ("w8a8",), warmup_from=tmp_path / "second" / "budget-0"
+    )["results"]
+    assert w8["warmup_from"] == origin
+    assert not (tmp_path / "base" / "warmup" / "metrics.jsonl").exists()
+    # A folder that already holds another base's warm-up is refused, not overwritten.
+    with pytest.raises(ValueError, match="different configuration"):
+        baseline(TINY, tmp_path / "base", ("w8a8",), warmup_from=tmp_path / "first")

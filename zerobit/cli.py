@@ -204,6 +204,13 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         action="store_true",
         help="continue an interrupted run in --out from its last checkpoint",
     )
+    parser.add_argument(
+        "--warmup-from",
+        default=None,
+        metavar="DIR",
+        help="start from the finished float warm-up of this run directory, sweep or baselines "
+        "folder instead of training one (same dataset, subset, model, seed and warm-up options)",
+    )
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -253,14 +260,19 @@ def _search(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--out is required: the run directory to write")
-    run_demo(_config(args), Path(args.out), resume=args.resume)
+    run_demo(_config(args), Path(args.out), resume=args.resume, warmup_from=args.warmup_from)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from zerobit.train.demo import run_demo, with_fallback_data
 
-    run_demo(with_fallback_data(_config(args)), Path(args.out or "runs/demo"), resume=args.resume)
+    run_demo(
+        with_fallback_data(_config(args)),
+        Path(args.out or "runs/demo"),
+        resume=args.resume,
+        warmup_from=args.warmup_from,
+    )
     return 0
 
 
@@ -303,9 +315,17 @@ def _sweep(args: argparse.Namespace) -> int:
             args.points,
             args.strengths,
             heartbeat,
+            args.warmup_from,
         )
     else:
-        summary = sweep(_config(args), Path(args.out), args.points, args.strengths, args.resume)
+        summary = sweep(
+            _config(args),
+            Path(args.out),
+            args.points,
+            args.strengths,
+            args.resume,
+            args.warmup_from,
+        )
     print(Path(summary["report"]).read_text())
     return 0
 
@@ -324,7 +344,9 @@ def _baseline(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ValueError("--out is required: the folder for the baselines' runs and report")
     methods = tuple(m for m in args.methods.split(",") if m)
-    summary = baseline(_config(args), Path(args.out), methods, args.points, args.resume)
+    summary = baseline(
+        _config(args), Path(args.out), methods, args.points, args.resume, args.warmup_from
+    )
     print(Path(summary["report"]).read_text())
     return 0
 

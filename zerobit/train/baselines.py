@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ import torch
 from zerobit.report import write_report
 from zerobit.search import SearchModel
 from zerobit.train.budget import parse_target
-from zerobit.train.run import Run, RunConfig
+from zerobit.train.run import Run, RunConfig, reuse_warmup
 from zerobit.train.sweep import REPORT_COST, run_points
 
 #: Methods whose architecture is searched (swept over budgets); the others are single runs.
@@ -80,14 +81,20 @@ def baseline(
     methods: tuple[str, ...] = ("w8a8", "w4a8", "w2a8", "pruning", "layerwise", "sequential"),
     points: int = 3,
     resume: bool = False,
+    warmup_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Run each method into ``out/<method>-...`` sharing one warm-up, then report them together.
 
     Searched methods run a budget ladder of ``points`` points on ``base.cost``; fixed-precision
-    methods run once.
+    methods run once. ``warmup_from`` takes the shared warm-up from another run or sweep
+    (e.g. the sweep these baselines are compared with).
     """
     out = Path(out)
     configs = [method_config(base, m) for m in methods if m != "sequential"]
+    shared = out / "warmup" / "checkpoints" / "warmup.pt"
+    if warmup_from is not None and not shared.exists():
+        Run(base, out / "warmup").prepare(resume=True)  # refuses a folder of another base
+        reuse_warmup(warmup_from, out / "warmup", base)
     summary = run_points(base, out, configs, points, resume) if configs else {"results": []}
     results = list(summary["results"])
     if "sequential" in methods:

@@ -2,6 +2,7 @@
 # The demo: the whole pipeline on the default data, sized for a few minutes on 2 CPU cores.
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,18 @@ def with_fallback_data(config: RunConfig) -> RunConfig:
     return config
 
 
-def run_demo(config: RunConfig, out: Path, resume: bool = False) -> dict[str, Any]:
-    """Run the pipeline for ``config`` into ``out`` and print a summary."""
+def run_demo(
+    config: RunConfig,
+    out: Path,
+    resume: bool = False,
+    warmup_from: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline for ``config`` into ``out`` and print a summary.
+
+    ``warmup_from`` starts it from another run's float warm-up (see :meth:`Run.run`).
+    """
     run = Run(config, out)
-    result = run.run(resume=resume)
+    result = run.run(resume=resume, warmup_from=warmup_from)
     if not run.context.is_main:  # a data-parallel run: rank 0 reports and exports
         return result
     summary = write_report([out], out / "report")

@@ -45,6 +45,9 @@ from zerobit.train.loop import (
 )
 
 PHASES = ("warmup", "search", "finetune")
+#: The configuration fields that decide what the float warm-up trains (a warm-up is reusable
+#: by any run that agrees on them).
+WARMUP_FIELDS = ("dataset", "data_dir", "subset", "val_fraction", "model", "seed", "warmup")
 #: Dataset names that read the user's own data from ``data_dir``.
 LOCAL_DATASETS = ("tensors", "image-folder")
 #: Costs reported for every final model: result.json key -> cost model.
@@ -416,14 +419,27 @@ class Run:
         return torch.stack([train[i][0] for i in range(n)])
 
     # -------------------------------------------------------------------------------- phases
-    def run(self, resume: bool = False) -> dict[str, Any]:
-        """Run (or resume) every phase and write ``result.json``; return the result."""
+    def run(
+        self, resume: bool = False, warmup_from: str | os.PathLike[str] | None = None
+    ) -> dict[str, Any]:
+        """Run (or resume) every phase and write ``result.json``; return the result.
+
+        ``warmup_from`` names a run directory, sweep or baselines folder whose finished float
+        warm-up this run starts from instead of training its own (see :func:`reuse_warmup`); a
+        resumed run that already holds its warm-up keeps it.
+        """
         self.prepare(resume)
         if not resume and self.context.is_main:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
             for phase in PHASES:
                 (self.checkpoints / f"{phase}.pt").unlink(missing_ok=True)
         distributed.barrier(self.context)
+        if warmup_from is not None:
+            missing = not (self.checkpoints / "warmup.pt").exists()
+            distributed.barrier(self.context)  # every rank looked before rank 0 writes
+            if missing:  # every rank checks the source (and fails alike); rank 0 copies it
+                reuse_warmup(warmup_from, self.out, self.config, write=self.context.is_main)
+            distributed.barrier(self.context)
         latest = next(
             (ck for p in reversed(PHASES) if (ck := self._checkpoint(p)) is not None), None
         )
@@ -798,8 +814,72 @@ class Run:
             "budget": self.budget,
             "architecture": frozen.architecture(),
             "timings": self.timings,
+            "warmup_from": self._warmup_source(),
         }
         return result
+
+    def _warmup_source(self) -> str | None:
+        ckpt = self._checkpoint("warmup")
+        return None if ckpt is None else ckpt.get("source")
+
+
+def _warmup_checkpoint(source: Path) -> Path:
+    for folder in (source, source / "warmup"):  # a run directory, or a sweep/baselines folder
+        if (folder / "config.json").exists() and (folder / "checkpoints" / "warmup.pt").exists():
+            return folder
+    raise ValueError(
+        f"{source} holds no float warm-up: give a run directory (config.json and "
+        "checkpoints/warmup.pt) or a sweep or baselines folder (with warmup/)"
+    )
+
+
+def reuse_warmup(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: RunConfig,
+    write: bool = True,
+) -> Path:
+    """Start the run directory ``out`` from the finished float warm-up of ``source``.
+
+    ``source`` is a run directory or a sweep or baselines folder (its shared ``warmup/``). Its
+    configuration must agree with ``config`` on every field that shapes the warm-up
+    (:data:`WARMUP_FIELDS`: data, model, seed and warm-up phase), and its warm-up must be
+    finished; the search space, cost, budget and the later phases may differ, which is what
+    makes comparing them from one warm-up possible. The checkpoint is copied whole (written
+    under a temporary name, then renamed) with its origin recorded, which the run's
+    ``result.json`` reports as ``warmup_from``; its ``timings`` keep the original warm-up's
+    seconds. With ``write=False`` the source is only checked.
+
+    Returns:
+        The path of the copied checkpoint, ``out/checkpoints/warmup.pt``.
+
+    Raises:
+        ValueError: If ``source`` holds no warm-up, one trained differently, or an
+            unfinished one.
+    """
+    folder = _warmup_checkpoint(Path(source))
+    stored = RunConfig.from_dict(json.loads((folder / "config.json").read_text()))
+    differ = [name for name in WARMUP_FIELDS if getattr(stored, name) != getattr(config, name)]
+    if differ:
+        shown = ", ".join(
+            f"{name} {getattr(stored, name)!r} there, {getattr(config, name)!r} here"
+            for name in differ
+        )
+        raise ValueError(f"the warm-up in {folder} was trained differently: {shown}")
+    ckpt = torch.load(folder / "checkpoints" / "warmup.pt", map_location="cpu", weights_only=True)
+    phase = stored.warmup
+    stopped = phase.patience is not None and ckpt.get("stale", 0) >= phase.patience
+    if ckpt["epoch"] < phase.epochs and not stopped:
+        raise ValueError(
+            f"the warm-up in {folder} stopped at epoch {ckpt['epoch']} of {phase.epochs}; "
+            "finish it first (resume that run or sweep)"
+        )
+    ckpt.setdefault("source", str(folder.resolve()))  # a copy of a copy names the original
+    target = Path(out) / "checkpoints" / "warmup.pt"
+    if write:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_save(ckpt, target)
+    return target
 
 
 def _check_reachable(smodel: SearchModel, target: Target) -> None:
@@ -818,10 +898,11 @@ def run(
     config: RunConfig,
     out: str | os.PathLike[str],
     resume: bool = False,
+    warmup_from: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Run the whole pipeline into ``out`` and return the result (see :class:`Run`)."""
-    return Run(config, out, **options).run(resume=resume)
+    return Run(config, out, **options).run(resume=resume, warmup_from=warmup_from)
 
 
 def with_overrides(config: RunConfig, **changes: Any) -> RunConfig:
@@ -829,4 +910,4 @@ def with_overrides(config: RunConfig, **changes: Any) -> RunConfig:
     return replace(config, **changes)
 
 
-__all__ = ["Run", "RunConfig", "run", "strength_at", "with_overrides"]
+__all__ = ["Run", "RunConfig", "reuse_warmup", "run", "strength_at", "with_overrides"]

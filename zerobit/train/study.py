@@ -92,6 +92,7 @@ def create_study(
     points: int | None = 5,
     strengths: Sequence[float] | None = None,
     heartbeat: Heartbeat | None = None,
+    warmup_from: str | os.PathLike[str] | None = None,
 ) -> optuna.Study:
     """Create (or join) the study of a sweep: shared warm-up, one enqueued trial per point.
 
@@ -106,6 +107,8 @@ def create_study(
         points: Number of budgets of the ladder (without ``strengths``).
         strengths: Plain strengths to run instead of the ladder.
         heartbeat: Heartbeat settings of the workers (default: :class:`Heartbeat`).
+        warmup_from: A run directory or sweep whose float warm-up the sweep starts from
+            (see :func:`zerobit.train.sweep.plan_points`).
 
     Raises:
         ValueError: For an unusable storage, or a study of that name holding another sweep.
@@ -120,7 +123,7 @@ def create_study(
     heartbeat = heartbeat or Heartbeat()
     rdb = _storage(url)  # a bad URL or an unreachable server fails before any training
     with FileLock(str(folder / WARMUP_LOCK)):
-        named = plan_points(base, folder, [base], points, strengths)
+        named = plan_points(base, folder, [base], points, strengths, warmup_from)
         planned = [{"name": n, "config": c.to_dict()} for n, c in named]
         with _storage_errors(url):
             study = optuna.create_study(
@@ -279,6 +282,7 @@ def sweep_study(
     points: int | None = 5,
     strengths: Sequence[float] | None = None,
     heartbeat: Heartbeat | None = None,
+    warmup_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Create (or join) a sweep's study, work on it until it is done, and report it.
 
@@ -288,7 +292,7 @@ def sweep_study(
     Raises:
         ValueError: As :func:`create_study`, or if a point failed more often than allowed.
     """
-    study = create_study(base, out, storage, name, points, strengths, heartbeat)
+    study = create_study(base, out, storage, name, points, strengths, heartbeat, warmup_from)
     url = storage or default_storage(Path(out).resolve())
     work(url, study.study_name, out)
     summary = report(url, study.study_name, artifacts=out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import replace
@@ -12,7 +13,7 @@ from typing import Any
 
 from zerobit.report import write_report
 from zerobit.train.budget import minimum_cost
-from zerobit.train.run import Run, RunConfig
+from zerobit.train.run import Run, RunConfig, reuse_warmup
 
 #: Fraction of the all-8-bit cost at which the automatic ladder starts.
 LADDER_TOP = 0.9
@@ -80,14 +81,16 @@ def run_points(
     points: int | None,
     resume: bool = False,
     strengths: Sequence[float] | None = None,
+    warmup_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``configs`` into ``out`` after one shared warm-up of ``base``, then report.
 
     A configuration whose space has a choice (more than one bit-width somewhere) becomes a
     budget ladder of ``points`` runs (or one run per strength in ``strengths``); a fixed one
-    (e.g. w8a8) is a single run.
+    (e.g. w8a8) is a single run. ``warmup_from`` takes the shared warm-up from another run
+    or sweep (see :func:`plan_points`).
     """
-    named = plan_points(base, out, configs, points, strengths)
+    named = plan_points(base, out, configs, points, strengths, warmup_from)
     results = [run_point(out, name, config, resume) for name, config in named]
     summary = write_report(
         [out / name for name, _ in named], out / "report", cost=REPORT_COST[base.cost]
@@ -102,13 +105,19 @@ def plan_points(
     configs: Sequence[RunConfig],
     points: int | None,
     strengths: Sequence[float] | None = None,
+    warmup_from: str | os.PathLike[str] | None = None,
 ) -> list[tuple[str, RunConfig]]:
     """Build (or reuse) the shared warm-up ``out/warmup`` and return the named runs to make.
 
     The points are those of :func:`run_points`, in a fixed order: run ``i`` is point ``i``.
+    With ``warmup_from`` (a run directory, sweep or baselines folder trained on the same data,
+    model, seed and warm-up phase) a folder without a warm-up yet starts from that one's
+    instead of training its own (:func:`zerobit.train.run.reuse_warmup`).
     """
     warm = Run(base, out / "warmup")
     warm.prepare(resume=True)
+    if warmup_from is not None and not (warm.checkpoints / "warmup.pt").exists():
+        reuse_warmup(warmup_from, warm.out, base)
     warm.warm_up()
     named: list[tuple[str, RunConfig]] = []
     for config in configs:
@@ -151,14 +160,17 @@ def sweep(
     points: int | None = 5,
     strengths: Sequence[float] | None = None,
     resume: bool = False,
+    warmup_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Run a sweep into ``out``: a shared warm-up, one run per point, and a report.
 
     Without ``strengths`` the points are budgets on ``base.cost`` from :func:`budget_ladder`
     (budget mode makes each point land where asked, whatever the model or epoch budget);
-    with ``strengths`` the points are plain runs at those strengths.
+    with ``strengths`` the points are plain runs at those strengths. ``warmup_from`` starts
+    the sweep from another run's or sweep's float warm-up (e.g. to compare two search spaces
+    from one warm-up).
 
     Returns:
         The report summary of :func:`zerobit.report.write_report` plus the run results.
     """
-    return run_points(base, Path(out), [base], points, resume, strengths)
+    return run_points(base, Path(out), [base], points, resume, strengths, warmup_from)
