@@ -1,0 +1,297 @@
+# SPDX-License-Identifier: Apache-2.0
+# Whether the baseline leads that break the success criterion are larger than evaluation noise.
+"""Test every dominated joint front point's accuracy gap for significance, and on the test set.
+
+A joint front point counts as dominated when a baseline point is no larger and at least as
+accurate on the validation set. Validation sets are small (1,200 clips for keyword spotting,
+6,000 images for Fashion-MNIST), and each fine-tuning keeps its best validation epoch, so a
+lead of a few samples may be noise. For each dominated point and the baseline run that leads
+it by the most, this reports:
+
+- the lead on the validation set, and on the test set (3,000 clips, 10,000 images), which no
+  phase of any method selects on, so a real lead should show there too;
+- where both runs' checkpoints are in this checkout, an exact one-sided McNemar test on each
+  set: both final models are rebuilt from their checkpoints, each sample is scored right or
+  wrong for both, and the p-value is the chance of at least the baseline's count of samples it
+  alone gets right among the samples exactly one model gets right, were both models equally
+  accurate. The rebuilt models' accuracies are checked equal to their result.json first.
+
+Significance speaks only to the accuracy gap: a baseline point that is smaller and equally
+accurate within noise still dominates. Checkpoints are not committed; a run copied between
+folders (``--reuse``) is found through any run with the same configuration and results that
+kept its checkpoints. Run:
+
+    python benchmarks/significance.py --out benchmarks/results/significance.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from _pareto import COST, JOINT, METRIC, _front
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from zerobit.report import load_runs
+from zerobit.report.runs import RunResult
+from zerobit.train.run import Run, RunConfig
+
+RESULTS = Path(__file__).parent / "results"
+#: Significance level of the one-sided tests.
+ALPHA = 0.05
+#: Folder-name prefixes of the two Pareto benchmarks (a variant's folder starts with its own).
+BENCHMARKS = ("pareto_fashion_mnist", "pareto_kws")
+
+
+def mcnemar_greater(baseline_only: int, joint_only: int) -> float:
+    """One-sided exact McNemar p-value that the baseline is the more accurate model.
+
+    Of the ``n = baseline_only + joint_only`` samples exactly one model classifies right, the
+    chance of the baseline being the one on at least ``baseline_only`` of them if each were a
+    fair coin flip.
+    """
+    n = baseline_only + joint_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(baseline_only, n + 1))
+    return tail / 2**n
+
+
+def _key(path: Path) -> str:
+    data = json.loads((path / "result.json").read_text())
+    same = (data["config"], data["val_accuracy"], data["test_accuracy"], data["costs"]["size_bits"])
+    return json.dumps(same, sort_keys=True)
+
+
+def checkpoint_index(results: Path) -> dict[str, Path]:
+    """Run directories that kept every checkpoint, by configuration and results."""
+    index: dict[str, Path] = {}
+    for ckpt in sorted(results.glob("**/checkpoints/finetune.pt")):
+        run_dir = ckpt.parent.parent
+        complete = all((ckpt.parent / f"{p}.pt").exists() for p in ("warmup", "search"))
+        if complete and (run_dir / "result.json").exists():
+            index.setdefault(_key(run_dir), run_dir)
+    return index
+
+
+class Scorer:
+    """Per-sample correctness of finished runs' final models, rebuilt from checkpoints."""
+
+    def __init__(self, index: dict[str, Path]) -> None:
+        self.index = index
+        self._data: dict[str, Any] = {}
+        self._scores: dict[Path, dict[str, torch.Tensor]] = {}
+
+    def scores(self, run: RunResult) -> dict[str, torch.Tensor] | None:
+        """Per-sample correctness ``{"val": ..., "test": ...}`` of ``run`` (None: not kept)."""
+        source = self.index.get(_key(run.path))
+        if source is None:
+            return None
+        if source not in self._scores:
+            self._scores[source] = self._score(source)
+        return self._scores[source]
+
+    def _score(self, run_dir: Path) -> dict[str, torch.Tensor]:
+        config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        data_key = json.dumps(
+            [config.dataset, config.data_dir, config.subset, config.seed, config.val_fraction]
+        )
+        run = Run(config, run_dir, data=self._data.get(data_key))
+        self._data[data_key] = run.data
+        model = run.load_frozen()
+        stored = json.loads((run_dir / "result.json").read_text())
+        out = {}
+        with torch.no_grad():
+            for split, dataset in (("val", run.data.val), ("test", run.data.test)):
+                right = [
+                    model(x).argmax(dim=1) == y for x, y in DataLoader(dataset, batch_size=512)
+                ]
+                out[split] = torch.cat(right)
+                count, total = int(out[split].sum()), len(out[split])
+                expected = round(stored[f"{split}_accuracy"] * total)  # stored in float32 steps
+                if count != expected:
+                    raise ValueError(
+                        f"{run_dir}: the rebuilt model gets {count} of {total} {split} samples "
+                        f"right, result.json says {expected}"
+                    )
+        return out
+
+
+def _pair(joint: RunResult, baseline: RunResult, scorer: Scorer) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "joint_run": joint.path.name,
+        "joint_size": joint.costs[COST],
+        "baseline_run": baseline.path.name,
+        "baseline_method": baseline.method,
+        "baseline_size": baseline.costs[COST],
+        "val_lead_pt": 100 * (baseline.metric(METRIC) - joint.metric(METRIC)),
+        "test_lead_pt": 100 * (baseline.metric("test_accuracy") - joint.metric("test_accuracy")),
+    }
+    mine, theirs = scorer.scores(joint), scorer.scores(baseline)
+    if mine is not None and theirs is not None:
+        for split in ("val", "test"):
+            only_baseline = int((theirs[split] & ~mine[split]).sum())
+            only_joint = int((mine[split] & ~theirs[split]).sum())
+            entry[f"{split}_discordant"] = [only_baseline, only_joint]
+            entry[f"{split}_p"] = mcnemar_greater(only_baseline, only_joint)
+    return entry
+
+
+def seed_pairs(seed_dir: Path, scorer: Scorer) -> list[dict[str, Any]]:
+    """For each dominated joint front point of one seed, its widest-leading dominator."""
+    runs = [
+        r
+        for r in load_runs(sorted(p.parent for p in seed_dir.glob("*/result.json")))
+        if r.name != "warmup" and r.path.name != "stage1"
+    ]
+    joint = [r for r in runs if r.method == "joint"]
+    front = set(_front([(r.costs[COST], r.metric(METRIC)) for r in joint]))
+    baselines = [r for r in runs if r.method not in JOINT]
+    pairs = []
+    for point in sorted(
+        (r for r in joint if (r.costs[COST], r.metric(METRIC)) in front),
+        key=lambda r: r.costs[COST],
+    ):
+        size, accuracy = point.costs[COST], point.metric(METRIC)
+        over = [
+            b
+            for b in baselines
+            if b.costs[COST] <= size
+            and b.metric(METRIC) >= accuracy
+            and (b.costs[COST] < size or b.metric(METRIC) > accuracy)
+        ]
+        if over:
+            pairs.append(_pair(point, max(over, key=lambda b: b.metric(METRIC)), scorer))
+    return pairs
+
+
+def folder_status(folder: Path, scorer: Scorer) -> dict[str, Any]:
+    """Pairs per seed, and per seed whether any dominating lead is significant on each set."""
+    seeds = {}
+    for seed_dir in sorted(folder.glob("seed-*")):
+        pairs = seed_pairs(seed_dir, scorer)
+        tested = [p for p in pairs if "val_p" in p]
+        seeds[seed_dir.name] = {
+            "pairs": pairs,
+            "tested": len(tested) == len(pairs),
+            "significant_val": sum(p["val_p"] < ALPHA for p in tested),
+            "significant_both": sum(p["val_p"] < ALPHA and p["test_p"] < ALPHA for p in tested),
+            "test_lead_positive": sum(p["test_lead_pt"] > 0 for p in pairs),
+        }
+    return seeds
+
+
+def _cells(seeds: dict[str, Any], value: Any) -> str:
+    return ", ".join(value(s) for s in seeds.values())
+
+
+def markdown(statuses: dict[str, dict[str, Any]]) -> str:
+    """Two tables: per folder (per-seed counts, comma-separated), and per benchmark."""
+    lines = [
+        "| folder | dominated | lead also on test | significant on val | on val and test "
+        "| widest val lead |",
+        "|---|---|---|---|---|---|",
+    ]
+    for folder, seeds in statuses.items():
+        pairs = [p for s in seeds.values() for p in s["pairs"]]
+        widest = max(pairs, key=lambda p: p["val_lead_pt"], default=None)
+        shown = "-"
+        if widest is not None:
+            shown = f"{widest['val_lead_pt']:+.2f} pt ({widest['baseline_method']}"
+            shown += f", p={widest['val_p']:.3f})" if "val_p" in widest else ")"
+        lines.append(
+            f"| {folder} | {_cells(seeds, lambda s: str(len(s['pairs'])))} "
+            f"| {_cells(seeds, lambda s: str(s['test_lead_positive']))} "
+            f"| {_cells(seeds, lambda s: str(s['significant_val']) if s['tested'] else 'n/a')} "
+            f"| {_cells(seeds, lambda s: str(s['significant_both']) if s['tested'] else 'n/a')} "
+            f"| {shown} |"
+        )
+    lines += [
+        "",
+        "| benchmark | seed runs | dominated | lead also on test | seed runs tested | pairs tested "
+        "| significant on val | on val and test | by | tested seed runs with none significant "
+        "(val; val and test) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for name, row in totals(statuses).items():
+        by = ", ".join(f"{m} {n}" for m, n in row["significant_by"].items()) or "-"
+        lines.append(
+            f"| {name} | {row['seed_runs']} | {row['pairs']} | {row['test_lead_positive']} "
+            f"| {row['seed_runs_tested']} | {row['pairs_tested']} | {row['significant_val']} "
+            f"| {row['significant_both']} | {by} | {row['clean_val']}; {row['clean_both']} |"
+        )
+    return "\n".join(lines)
+
+
+def totals(statuses: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per benchmark (folders named after it), the counts of :func:`markdown`'s second table.
+
+    ``significant_by`` counts the significant leads (on val) per dominating method."""
+    out = {}
+    for name in BENCHMARKS:
+        seeds = [s for f, v in statuses.items() if f.startswith(name) for s in v.values()]
+        tested = [s for s in seeds if s["tested"]]
+        pairs = [p for s in seeds for p in s["pairs"]]
+        significant = [p for s in tested for p in s["pairs"] if p["val_p"] < ALPHA]
+        by: dict[str, int] = {}
+        for p in significant:
+            by[p["baseline_method"]] = by.get(p["baseline_method"], 0) + 1
+        out[name] = {
+            "seed_runs": len(seeds),
+            "pairs": len(pairs),
+            "test_lead_positive": sum(p["test_lead_pt"] > 0 for p in pairs),
+            "seed_runs_tested": len(tested),
+            "pairs_tested": sum(len(s["pairs"]) for s in tested),
+            "significant_val": len(significant),
+            "significant_both": sum(s["significant_both"] for s in tested),
+            "significant_by": dict(sorted(by.items())),
+            "clean_val": sum(s["significant_val"] == 0 for s in tested),
+            "clean_both": sum(s["significant_both"] == 0 for s in tested),
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "significance.json")
+    parser.add_argument(
+        "--folders",
+        nargs="*",
+        default=None,
+        help="benchmark folders under benchmarks/results (default: every pareto_* folder)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--markdown-only",
+        action="store_true",
+        help="print the tables of an existing --out file without scoring anything",
+    )
+    args = parser.parse_args()
+    if args.markdown_only:
+        statuses = json.loads(args.out.read_text())
+        statuses.pop("totals", None)
+        print(markdown(statuses))
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folders = (
+        [RESULTS / f for f in args.folders]
+        if args.folders
+        else sorted(p.parent for p in RESULTS.glob("pareto_*/summary.json"))
+    )
+    scorer = Scorer(checkpoint_index(RESULTS))
+    statuses = {}
+    for folder in tqdm(folders, desc="folders"):
+        statuses[folder.name] = folder_status(folder, scorer)
+        args.out.write_text(json.dumps(statuses, indent=2))  # partial results survive a kill
+    args.out.write_text(json.dumps({**statuses, "totals": totals(statuses)}, indent=2))
+    print(markdown(statuses))
+
+
+if __name__ == "__main__":
+    main()
