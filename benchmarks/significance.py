@@ -27,6 +27,7 @@ kept its checkpoints. Run:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -66,6 +67,12 @@ def _key(path: Path) -> str:
     data = json.loads((path / "result.json").read_text())
     same = (data["config"], data["val_accuracy"], data["test_accuracy"], data["costs"]["size_bits"])
     return json.dumps(same, sort_keys=True)
+
+
+def run_id(path: Path) -> str:
+    """A short name for a run's configuration and results: equal for a run and its copies
+    (variants copy baselines from one another), so repeated pairs can be counted once."""
+    return hashlib.sha256(_key(path).encode()).hexdigest()[:16]
 
 
 def checkpoint_index(results: Path) -> dict[str, Path]:
@@ -125,8 +132,10 @@ class Scorer:
 def _pair(joint: RunResult, baseline: RunResult, scorer: Scorer) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "joint_run": joint.path.name,
+        "joint_id": run_id(joint.path),
         "joint_size": joint.costs[COST],
         "baseline_run": baseline.path.name,
+        "baseline_id": run_id(baseline.path),
         "baseline_method": baseline.method,
         "baseline_size": baseline.costs[COST],
         "val_lead_pt": 100 * (baseline.metric(METRIC) - joint.metric(METRIC)),
@@ -225,13 +234,30 @@ def markdown(statuses: dict[str, dict[str, Any]]) -> str:
             f"| {row['seed_runs_tested']} | {row['pairs_tested']} | {row['significant_val']} "
             f"| {row['significant_both']} | {by} | {row['clean_val']}; {row['clean_both']} |"
         )
+    lines += [
+        "",
+        "Each pair counted once (variants copy runs from one another), per dominating method:",
+        "",
+        "| benchmark | method | pairs | lead also on test | tested | significant on val "
+        "| on val and test | distinct baseline runs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in totals(statuses).items():
+        for method, c in row["distinct_by"].items():
+            lines.append(
+                f"| {name} | {method} | {c['pairs']} | {c['test_lead_positive']} | {c['tested']} "
+                f"| {c['significant_val']} | {c['significant_both']} | {c['baseline_runs']} |"
+            )
     return "\n".join(lines)
 
 
 def totals(statuses: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per benchmark (folders named after it), the counts of :func:`markdown`'s second table.
 
-    ``significant_by`` counts the significant leads (on val) per dominating method."""
+    ``significant_by`` counts the significant leads (on val) per dominating method;
+    ``distinct_by`` counts, per dominating method, each pair once however many variants share
+    it: distinct pairs, how many lead on test too, how many were tested, significant on
+    validation and on both sets, and the distinct baseline runs among them."""
     out = {}
     for name in BENCHMARKS:
         seeds = [s for f, v in statuses.items() if f.startswith(name) for s in v.values()]
@@ -252,6 +278,24 @@ def totals(statuses: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "significant_by": dict(sorted(by.items())),
             "clean_val": sum(s["significant_val"] == 0 for s in tested),
             "clean_both": sum(s["significant_both"] == 0 for s in tested),
+            "distinct_by": _distinct(pairs),
+        }
+    return out
+
+
+def _distinct(pairs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    unique = {(p["joint_id"], p["baseline_id"]): p for p in pairs}.values()
+    out = {}
+    for method in sorted({p["baseline_method"] for p in unique}):
+        mine = [p for p in unique if p["baseline_method"] == method]
+        tested = [p for p in mine if "val_p" in p]
+        out[method] = {
+            "pairs": len(mine),
+            "test_lead_positive": sum(p["test_lead_pt"] > 0 for p in mine),
+            "tested": len(tested),
+            "significant_val": sum(p["val_p"] < ALPHA for p in tested),
+            "significant_both": sum(p["val_p"] < ALPHA and p["test_p"] < ALPHA for p in tested),
+            "baseline_runs": len({p["baseline_id"] for p in mine}),
         }
     return out
 
