@@ -210,3 +210,17 @@ def test_bad_storage_and_unknown_study_are_clear_errors(
     assert "not a database URL" in capsys.readouterr().err
     with pytest.raises(ValueError, match="grace period"):
         Heartbeat(interval=5, grace_period=5)
+
+
+def test_a_study_starts_from_an_earlier_runs_warm_up(tmp_path: Path) -> None:
+    import torch
+
+    from zerobit.train.run import Run
+
+    Run(CONFIG, tmp_path / "earlier").run()
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    out = tmp_path / "sweep"
+    create_study(CONFIG, out, url, "s", strengths=STRENGTHS, warmup_from=tmp_path / "earlier")
+    copied = torch.load(out / "warmup" / "checkpoints" / "warmup.pt", weights_only=True)
+    assert copied["source"] == str((tmp_path / "earlier").resolve())
+    assert not (out / "warmup" / "metrics.jsonl").exists()  # no warm-up epoch was trained
