@@ -489,6 +489,47 @@ def test_write_report_errors(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_compare_folders_puts_one_front_per_folder_against_the_first(tmp_path: Path) -> None:
+    from zerobit.cli import main
+    from zerobit.report import compare_folders
+
+    for folder, points in {
+        "wide": [(1000.0, 0.80), (2000.0, 0.85), (3000.0, 0.88)],
+        "narrow": [(800.0, 0.80), (1500.0, 0.85), (3300.0, 0.88), (3400.0, 0.70)],
+    }.items():
+        for i, (size, accuracy) in enumerate(points):
+            make_run(
+                tmp_path / folder,
+                f"budget-{i}",
+                costs={"size_bytes": size},
+                val_accuracy=accuracy,
+            )
+        # A shared warm-up folder is not a point of the sweep, whatever it holds.
+        make_run(tmp_path / folder, "warmup", costs={"size_bytes": 1.0}, val_accuracy=0.99)
+    out = tmp_path / "cmp"
+    summary = compare_folders([tmp_path / "wide", tmp_path / "narrow"], out)
+    assert summary["front"] == ["narrow/budget-0", "narrow/budget-1", "wide/budget-2"]
+    # At 0.80, 0.85 and 0.88 (the first front's accuracies): 1 - 800/1000, 1 - 1500/2000 and
+    # 1 - 3300/3000; narrow's 3300 B point is dominated by wide's 3000 B one, and wide's two
+    # cheaper points by narrow's.
+    c = summary["comparison"]["narrow"]
+    assert c["reduction_mean"] == pytest.approx((0.2 + 0.25 - 0.1) / 3)
+    assert (c["reduction_min"], c["reduction_max"]) == (pytest.approx(-0.1), pytest.approx(0.25))
+    assert (c["points_compared"], c["front_points"]) == (3, 3)
+    assert (c["dominated_by_first"], c["dominating_first"]) == (1, 2)
+    report = (out / "report.md").read_text()
+    assert "| narrow | 11.7 % | -10.0 % | 25.0 % | 3 | 1 of 3 | 2 |" in report
+    assert "wide: joint" in {row["method"] for row in csv.DictReader((out / "runs.csv").open())}
+    assert main(["report", "--compare", str(tmp_path / "wide"), str(tmp_path / "narrow"),
+                 "--out", str(tmp_path / "cli")]) == 0  # fmt: skip
+    assert (tmp_path / "cli" / "pareto.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="at least two folders"):
+        compare_folders([tmp_path / "wide"], out)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no finished run"):
+        compare_folders([tmp_path / "wide", tmp_path / "empty"], out)
+
+
 def test_matplotlib_is_imported_only_inside_functions() -> None:
     # Statically, since matplotlib is already imported by the other tests of this process.
     package = Path(str(importlib.import_module("zerobit.report").__file__)).parent

@@ -292,7 +292,12 @@ def _report(args: argparse.Namespace) -> int:
         return 0
     if not args.runs or args.out is None:
         raise ValueError("give run directories and --out (or --storage URL --study NAME)")
-    summary = write_report(args.runs, Path(args.out), cost=args.cost, metric=args.metric)
+    if args.compare:
+        from zerobit.report import compare_folders
+
+        summary = compare_folders(args.runs, Path(args.out), cost=args.cost, metric=args.metric)
+    else:
+        summary = write_report(args.runs, Path(args.out), cost=args.cost, metric=args.metric)
     print(Path(summary["report"]).read_text())
     print(f"wrote {args.out}")
     return 0
@@ -540,7 +545,18 @@ def build_parser() -> argparse.ArgumentParser:
         "marking the non-dominated runs), runs.csv, pareto.png, and an architecture map "
         "(layers x channels coloured by bits, pruned channels grey) per non-dominated run.",
     )
-    report.add_argument("runs", nargs="*", help="run directories (each with a result.json)")
+    report.add_argument(
+        "runs",
+        nargs="*",
+        help="run directories (each with a result.json); with --compare, sweep or baselines "
+        "folders (or single runs)",
+    )
+    report.add_argument(
+        "--compare",
+        action="store_true",
+        help="one front per folder, each compared with the first folder's front at equal "
+        "accuracy (e.g. two sweeps started from one warm-up with --warmup-from)",
+    )
     report.add_argument(
         "--out",
         default=None,

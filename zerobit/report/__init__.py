@@ -19,7 +19,7 @@ from zerobit.report.plots import (
 )
 from zerobit.report.runs import RunResult, load_run, load_runs, parse_architecture
 from zerobit.report.tables import format_table, write_csv
-from zerobit.report.writer import architecture_file, write_report
+from zerobit.report.writer import architecture_file, compare_folders, write_report
 
 __all__ = [
     "BIT_COLOURS",
@@ -28,6 +28,7 @@ __all__ = [
     "MapLayout",
     "RunResult",
     "architecture_file",
+    "compare_folders",
     "bit_colours",
     "cost_label",
     "format_table",
