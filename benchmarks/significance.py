@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,71 @@ def folder_status(folder: Path, scorer: Scorer) -> dict[str, Any]:
     return seeds
 
 
+def score_runs(run_dirs: list[Path], fresh_size: int) -> dict[str, dict[str, Any]]:
+    """Accuracy of each run's rebuilt final model on validation, test and (keyword spotting)
+    fresh clips, with its size and weight bit counts. A run copied without its checkpoints is
+    rebuilt from a copy under benchmarks/results that kept them."""
+    index = checkpoint_index(RESULTS)
+    index.update({_key(d): d for d in run_dirs if (d / "checkpoints" / "finetune.pt").exists()})
+    scorer = Scorer(index, {"kws": fresh_kws(fresh_size)} if fresh_size else {})
+    out = {}
+    for run_dir in tqdm(run_dirs, desc="runs"):
+        run = load_runs([run_dir])[0]
+        scores = scorer.scores(run)
+        if scores is None:
+            raise ValueError(f"{run_dir} lacks a checkpoint")
+        bits: dict[int, int] = {}
+        for entry in run.architecture.values():
+            for b in entry.get("weight_bits", ()):
+                bits[b] = bits.get(b, 0) + 1
+        out[str(run_dir)] = {
+            "method": run.method,
+            "weight_bits": list(run.config["weight_bits"]),
+            "size_bytes": run.costs[COST],
+            "channels_by_bits": dict(sorted(bits.items())),
+            **{f"{k}_accuracy": v.double().mean().item() for k, v in scores.items()},
+            **({"fresh_samples": len(scores["fresh"])} if "fresh" in scores else {}),
+        }
+    return out
+
+
+def _seed_and_label(path: str) -> tuple[str, str]:
+    """``(seed, run label)`` of a run directory: the seed from a ``seed-N`` folder or name part,
+    the label its name without that part (so runs of several seeds share it)."""
+    name = Path(path).name
+    found = re.search(r"seed-(\d+)", path)
+    return (found.group(1) if found else "-", re.sub(r"-?seed-\d+", "", name))
+
+
+def score_markdown(scores: dict[str, dict[str, Any]]) -> str:
+    """Two tables: every run, and each label's mean over its seeds."""
+    lines = [
+        "| seed | run | space | size | channels by weight bits | val | test | fresh clips |",
+        "|---:|---|---|---:|---|---:|---:|---:|",
+    ]
+    splits = ("val", "test", "fresh")
+    means: dict[str, list[list[float]]] = {}
+    for path, s in scores.items():
+        seed, label = _seed_and_label(path)
+        counts = ", ".join(f"{n} at {b}" for b, n in s["channels_by_bits"].items())
+        values = [s.get(f"{k}_accuracy") for k in splits]
+        cells = " | ".join("-" if v is None else f"{100 * v:.2f} %" for v in values)
+        lines.append(
+            f"| {seed} | {label} | {tuple(s['weight_bits'])} | {s['size_bytes'] / 1000:.1f} kB "
+            f"| {counts} | {cells} |"
+        )
+        means.setdefault(label, []).append([math.nan if v is None else v for v in values])
+    lines += [
+        "",
+        "| run | seeds | mean val | mean test | mean fresh clips |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, rows in means.items():
+        cells = " | ".join(f"{100 * sum(col) / len(col):.2f} %" for col in zip(*rows))
+        lines.append(f"| {label} | {len(rows)} | {cells} |")
+    return "\n".join(lines)
+
+
 def _cells(seeds: dict[str, Any], value: Any) -> str:
     return ", ".join(value(s) for s in seeds.values())
 
@@ -363,18 +429,34 @@ def main() -> None:
         "with this many training sessions per class adds to the standard test split (0: off)",
     )
     parser.add_argument(
+        "--score",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="instead: print (and write to --out) the validation, test and fresh-clip accuracy "
+        "of these finished run directories (they need their checkpoints)",
+    )
+    parser.add_argument(
         "--markdown-only",
         action="store_true",
         help="print the tables of an existing --out file without scoring anything",
     )
     args = parser.parse_args()
     if args.markdown_only:
+        if args.score:
+            print(score_markdown(json.loads(args.out.read_text())))
+            return
         statuses = json.loads(args.out.read_text())
         statuses.pop("totals", None)
         print(markdown(statuses))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.score:
+        scores = score_runs(args.score, args.kws_fresh_size)
+        args.out.write_text(json.dumps(scores, indent=2))
+        print(score_markdown(scores))
+        return
     folders = (
         [RESULTS / f for f in args.folders]
         if args.folders
