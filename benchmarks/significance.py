@@ -431,10 +431,11 @@ def main() -> None:
     parser.add_argument(
         "--score",
         type=Path,
-        nargs="+",
+        nargs="*",
         default=None,
         help="instead: print (and write to --out) the validation, test and fresh-clip accuracy "
-        "of these finished run directories (they need their checkpoints)",
+        "of these finished run directories (they need their checkpoints); with --markdown-only "
+        "and no directories, print the tables of such an --out file",
     )
     parser.add_argument(
         "--markdown-only",
@@ -443,7 +444,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.markdown_only:
-        if args.score:
+        if args.score is not None:
             print(score_markdown(json.loads(args.out.read_text())))
             return
         statuses = json.loads(args.out.read_text())
@@ -452,7 +453,9 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.score:
+    if args.score is not None:
+        if not args.score:
+            parser.error("--score needs run directories (or --markdown-only)")
         scores = score_runs(args.score, args.kws_fresh_size)
         args.out.write_text(json.dumps(scores, indent=2))
         print(score_markdown(scores))
