@@ -34,7 +34,9 @@ def test_search_from_another_runs_warm_up(
     first, second = tmp_path / "first", tmp_path / "second"
     assert main(["search", *TINY, "--out", str(first)]) == 0
     options = ["--weight-bits", "0,4,8", "--warmup-from", str(first)]
+    capsys.readouterr()
     assert main(["search", *TINY, *options, "--out", str(second)]) == 0
+    assert f"float warm-up: reused from {first.resolve()}" in capsys.readouterr().out
     result = json.loads((second / "result.json").read_text())
     assert result["warmup_from"] == str(first.resolve())
     assert result["config"]["weight_bits"] == [0, 4, 8]

@@ -74,6 +74,8 @@ def run_demo(
         saved = 1 - costs["size_bits"] / reference["size_bits"]
         line += f" ({100 * saved:.1f}% smaller than all-8-bit)"
     print(line + f", {pruned}/{total} channels pruned")
+    if result.get("warmup_from"):
+        print(f"float warm-up: reused from {result['warmup_from']} (not trained by this run)")
     packed = artifacts["packed"]
     print(
         f"deployable artifact: {packed} ({packed.stat().st_size} bytes, "

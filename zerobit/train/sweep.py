@@ -117,7 +117,8 @@ def plan_points(
     warm = Run(base, out / "warmup")
     warm.prepare(resume=True)
     if warmup_from is not None and not (warm.checkpoints / "warmup.pt").exists():
-        reuse_warmup(warmup_from, warm.out, base)
+        copied = reuse_warmup(warmup_from, warm.out, base)
+        print(f"float warm-up: reused from {warmup_from} ({copied})")
     warm.warm_up()
     named: list[tuple[str, RunConfig]] = []
     for config in configs:
