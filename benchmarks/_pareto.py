@@ -460,6 +460,12 @@ def cli(
         "--help`); minmax: the paper's",
     )
     parser.add_argument(
+        "--no-weight-compensation",
+        action="store_true",
+        help="searches keep the warm-up's weights as trained at conversion instead of dividing "
+        "them by the initial keep probability (the paper's weight compensation)",
+    )
+    parser.add_argument(
         "--weight-bits",
         default="0,2,4,8",
         help="comma-separated weight bit-widths of every searched method's space (0: pruned); "
@@ -507,6 +513,7 @@ def cli(
         budget_signal=args.budget_signal,
         weight_range=args.weight_range,
         distill=args.distill,
+        weight_compensation=not args.no_weight_compensation,
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]

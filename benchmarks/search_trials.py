@@ -38,6 +38,10 @@ Trials (the benchmark's 4-epoch search unless said):
     fill                  after the search (which ends under its budget), raise the bits the
                           search was closest to choosing while the model still fits: the leftover
                           budget spent greedily (with --set, other fields changed too)
+    no-compensation       the weights are not divided by the initial keep probability at
+                          conversion (spec B 1.6): the search starts from a shrunk network and
+                          ends at the warm-up's scale, where the activation clips were
+                          calibrated, instead of starting at it and ending 1/S larger
     pinned                no search: every channel's weight bits fixed to those of the finished
                           run --pin (of any method) from the start, the same warm-up, search
                           epochs (now training the fixed assignment, no cost) and fine-tuning;
@@ -62,6 +66,7 @@ from typing import Any
 import torch
 
 import zerobit.config as zb_config
+import zerobit.search.model as zb_search_model
 import zerobit.search.modules as zb_modules
 import zerobit.train.budget as zb_budget
 import zerobit.train.run as zb_run
@@ -83,6 +88,7 @@ TRIALS = (
     "config",
     "factorized",
     "fill",
+    "no-compensation",
     "pinned",
 )
 #: Longest run folder name; longer --set lists are cut and end in a hash of the whole.
@@ -302,6 +308,8 @@ def patch(trial: str) -> None:
         selector.set_logits_ = _factorized_set_logits_  # type: ignore[method-assign]
     if trial == "fill":
         zb_run.fit_budget_ = _fit_then_fill_  # type: ignore[attr-defined]
+    if trial == "no-compensation":
+        zb_search_model.SearchModel._compensate_weights = lambda self: None  # type: ignore[method-assign]
     if trial in CONTROLLER_TRIALS:
         _TrialController.trial = trial
         zb_run.StrengthController = _TrialController  # type: ignore[misc]

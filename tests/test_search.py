@@ -101,6 +101,23 @@ def test_batchnorm_is_folded_and_conversion_preserves_the_float_function() -> No
     assert torch.allclose(out, ref, atol=0.05 * float(ref.abs().max()))
 
 
+def test_weight_compensation_divides_by_the_initial_keep_probability() -> None:
+    model = randomize_bn_(ResNet8((1, 28, 28))).eval()
+    x = torch.rand(8, 1, 28, 28)
+    space = zb.SearchSpace(weight_bits=(0, 4, 8), act_bits=(8,))
+    kept = zb.convert(model, x, space, compensate_weights=False)
+    compensated = zb.convert(model, x, space)
+    # The paper's initial logits p / max(P) give 0 bits the probability 1 / (1 + e^0.5 + e^1).
+    keep = 1 - 1 / (1 + math.exp(0.5) + math.exp(1.0))
+    for name, layer in kept.layers().items():
+        other = compensated.layers()[name]
+        factor = 1.0 if name == "classifier" else keep  # the output layer cannot be pruned
+        assert torch.allclose(other.weight * factor, layer.weight, rtol=1e-6), name
+        assert torch.allclose(other.bias * factor, layer.bias, rtol=1e-6, atol=1e-7), name
+    assert any(not torch.equal(a.weight, b.weight) for a, b in
+               zip(kept.layers().values(), compensated.layers().values()))  # fmt: skip
+
+
 def test_integer_temperatures_anneal_along_the_schedule() -> None:
     # Temperatures written as ints (5, as a JSON config gives them) must not truncate.
     sampling = zb.Sampling(initial_temperature=5, final_temperature=1)

@@ -104,6 +104,7 @@ def convert(
     allow_float: bool = False,
     leaf_types: Iterable[type] = (),
     detach_input_channels: bool | None = None,
+    compensate_weights: bool = True,
 ) -> SearchModel:
     """Turn a float model into a searchable one.
 
@@ -126,6 +127,11 @@ def convert(
         leaf_types: Module types that torch.fx should not trace into.
         detach_input_channels: Whether costs see the effective input channels detached. None
             uses the paper's policy: detached for "size", attached for the others.
+        compensate_weights: Divide each layer's weights and bias by the initial probability
+            of keeping a channel, so the first forward passes reproduce the float model (the
+            paper's weight compensation). False leaves them as trained: the search starts from
+            a shrunk network and ends, once the choices are sharp, at the scale its activation
+            clips were calibrated at.
 
     Returns:
         The searchable model.
@@ -150,7 +156,9 @@ def convert(
     terms = _cost_terms(cost, detach_input_channels)
     _check_space_for_costs(terms, group_bits, act_bits)
     clips = _calibrate(gm, analysis, inputs)
-    return SearchModel(gm, analysis, space, sampling, group_bits, act_bits, clips, terms)
+    return SearchModel(
+        gm, analysis, space, sampling, group_bits, act_bits, clips, terms, compensate_weights
+    )
 
 
 def _resolve_bits(
@@ -239,8 +247,10 @@ class SearchModel(nn.Module):
         act_bits: list[tuple[int, ...]],
         clips: list[float],
         terms: list[_CostTerm],
+        compensate_weights: bool = True,
     ) -> None:
         super().__init__()
+        self._compensate = compensate_weights
         self.analysis = analysis
         self.space = space
         self.sampling = sampling
@@ -300,7 +310,8 @@ class SearchModel(nn.Module):
             node.replace_all_uses_with(quant, delete_user_cb=lambda user, q=quant: user is not q)
         gm.graph.lint()
         gm.recompile()
-        self._compensate_weights()
+        if self._compensate:
+            self._compensate_weights()
 
     @torch.no_grad()
     def _compensate_weights(self) -> None:

@@ -107,6 +107,9 @@ class RunConfig:
             warm-up). Every method of :mod:`zerobit.train.baselines` gets the same teacher.
             Needs a model that outputs class logits.
         distill_temperature: The softmax temperature ``T`` of the distillation term.
+        weight_compensation: Divide the warm-up's weights by the initial probability of
+            keeping a channel at conversion (the paper's weight compensation; see
+            :func:`zerobit.convert`). False keeps them as trained.
         budget_signal: With a target, what the strength is steered by: ``"argmax"`` (the
             current argmax architecture's cost; the search tends to end well under the budget)
             or ``"expected"`` (the expected cost of the current probabilities; it ends close to
@@ -143,6 +146,7 @@ class RunConfig:
     weight_range: str = "minmax"
     distill: float = 0.0
     distill_temperature: float = 4.0
+    weight_compensation: bool = True
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -608,6 +612,7 @@ class Run:
             c.cost,
             sampling=c.sampling(),
             detach_input_channels=c.detach_input_channels,
+            compensate_weights=c.weight_compensation,
         )
 
     def search_phase(self, model: nn.Module) -> SearchModel:
