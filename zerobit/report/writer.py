@@ -10,7 +10,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from zerobit.report.pareto import iso_accuracy_reduction, non_dominated, pareto_front, run_points
+from zerobit.report.pareto import iso_accuracy_reduction, pareto_front, run_points
 from zerobit.report.plots import METRIC_LABELS, cost_label, plot_architecture, plot_pareto
 from zerobit.report.runs import INPUT_PREFIX, RunResult, load_runs
 from zerobit.report.tables import FRONT_MARK, format_number, format_table, write_csv
@@ -106,10 +106,10 @@ def compare_folders(
             for r in load_runs(dirs)
         ]
     (first, reference), *others = groups.items()
-    ref_points = [run_points(reference, cost, metric)[i] for i in _front(reference, cost, metric)]
+    ref_points = run_points(pareto_front(reference, cost, metric), cost, metric)
     comparison = {}
     for label, runs in others:
-        points = [run_points(runs, cost, metric)[i] for i in _front(runs, cost, metric)]
+        points = run_points(pareto_front(runs, cost, metric), cost, metric)
         reductions = [
             r
             for _, y in ref_points
@@ -130,10 +130,6 @@ def compare_folders(
     )
     summary["comparison"] = comparison
     return summary
-
-
-def _front(runs: list[RunResult], cost: str, metric: str) -> list[int]:
-    return non_dominated(run_points(runs, cost, metric))
 
 
 def _dominated_count(points: list[tuple[float, float]], others: list[tuple[float, float]]) -> int:

@@ -17,8 +17,8 @@ import torch
 from zerobit.report import write_report
 from zerobit.search import SearchModel
 from zerobit.train.budget import parse_target
-from zerobit.train.run import Run, RunConfig, reuse_warmup
-from zerobit.train.sweep import REPORT_COST, run_points
+from zerobit.train.run import Run, RunConfig
+from zerobit.train.sweep import REPORT_COST, run_points, shared_warmup
 
 #: Methods whose architecture is searched (swept over budgets); the others are single runs.
 SEARCHED = ("joint", "pruning", "channelwise", "layerwise")
@@ -91,10 +91,8 @@ def baseline(
     """
     out = Path(out)
     configs = [method_config(base, m) for m in methods if m != "sequential"]
-    shared = out / "warmup" / "checkpoints" / "warmup.pt"
-    if warmup_from is not None and not shared.exists():
-        Run(base, out / "warmup").prepare(resume=True)  # refuses a folder of another base
-        reuse_warmup(warmup_from, out / "warmup", base)
+    if warmup_from is not None:  # before any method, the sequential flow's included
+        shared_warmup(base, out, warmup_from)
     summary = run_points(base, out, configs, points, resume) if configs else {"results": []}
     results = list(summary["results"])
     if "sequential" in methods:

@@ -99,6 +99,20 @@ def run_points(
     return summary
 
 
+def shared_warmup(base: RunConfig, out: Path, warmup_from: str | os.PathLike[str] | None) -> Run:
+    """Return the run of ``out/warmup``, prepared, seeded from ``warmup_from`` if given.
+
+    A folder holding another base's warm-up is refused; with ``warmup_from`` a folder without a
+    warm-up yet gets that run's or sweep's finished one (:func:`reuse_warmup`).
+    """
+    warm = Run(base, out / "warmup")
+    warm.prepare(resume=True)
+    if warmup_from is not None and not (warm.checkpoints / "warmup.pt").exists():
+        copied = reuse_warmup(warmup_from, warm.out, base)
+        print(f"float warm-up: reused from {warmup_from} ({copied})")
+    return warm
+
+
 def plan_points(
     base: RunConfig,
     out: Path,
@@ -114,11 +128,7 @@ def plan_points(
     model, seed and warm-up phase) a folder without a warm-up yet starts from that one's
     instead of training its own (:func:`zerobit.train.run.reuse_warmup`).
     """
-    warm = Run(base, out / "warmup")
-    warm.prepare(resume=True)
-    if warmup_from is not None and not (warm.checkpoints / "warmup.pt").exists():
-        copied = reuse_warmup(warmup_from, warm.out, base)
-        print(f"float warm-up: reused from {warmup_from} ({copied})")
+    warm = shared_warmup(base, out, warmup_from)
     warm.warm_up()
     named: list[tuple[str, RunConfig]] = []
     for config in configs:
