@@ -21,6 +21,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from zerobit.config import COMPENSATIONS
 from zerobit.report import load_runs, non_dominated, plot_pareto
 from zerobit.report.pareto import interpolate_front
 from zerobit.train.baselines import method_config, sequential
@@ -463,7 +464,15 @@ def cli(
         "--no-weight-compensation",
         action="store_true",
         help="searches keep the warm-up's weights as trained at conversion instead of dividing "
-        "them by the initial keep probability (the paper's weight compensation)",
+        "them by the initial keep probability (the paper's weight compensation); the same as "
+        "--weight-compensation off",
+    )
+    parser.add_argument(
+        "--weight-compensation",
+        choices=COMPENSATIONS,
+        default="initial",
+        help="how searches make up for the probability of pruning a channel (see `zerobit "
+        "search --help`); initial: the paper's",
     )
     parser.add_argument(
         "--weight-bits",
@@ -513,7 +522,7 @@ def cli(
         budget_signal=args.budget_signal,
         weight_range=args.weight_range,
         distill=args.distill,
-        weight_compensation=not args.no_weight_compensation,
+        weight_compensation="off" if args.no_weight_compensation else args.weight_compensation,
     )
     seeds = [int(s) for s in args.seeds.split(",")]
     methods = [m for m in args.methods.split(",") if m]

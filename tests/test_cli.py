@@ -112,6 +112,8 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
         "expected",
         "--weight-range",
         "mse",
+        "--weight-compensation",
+        "annealed",
         "--lr-schedule",
         "cosine",
         "--out",
@@ -120,7 +122,7 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
     assert main(args) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["detach_input_channels"] is False and config["budget_signal"] == "expected"
-    assert config["weight_range"] == "mse"
+    assert config["weight_range"] == "mse" and config["weight_compensation"] == "annealed"
     assert {config[p]["lr_schedule"] for p in ("warmup", "search", "finetune")} == {"cosine"}
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["dataset"]["name"] == "tensors" and result["dataset"]["num_classes"] == 3

@@ -217,6 +217,22 @@ def test_existing_run_with_other_config_is_refused(tmp_path: Path) -> None:
         RunConfig(**{**TINY.to_dict(), "weight_range": "percentile"})
 
 
+def test_run_recorded_with_a_boolean_weight_compensation_still_resumes(tmp_path: Path) -> None:
+    for legacy, mode in ((True, "initial"), (False, "off")):
+        config = RunConfig(**{**TINY.to_dict(), "weight_compensation": mode})
+        run = Run(config, tmp_path / mode)
+        run.prepare(resume=False)
+        path = tmp_path / mode / "config.json"
+        stored = json.loads(path.read_text())
+        assert stored["weight_compensation"] == mode
+        path.write_text(json.dumps({**stored, "weight_compensation": legacy}))  # before the modes
+        assert RunConfig.from_dict(json.loads(path.read_text())) == config
+        Run(config, tmp_path / mode).prepare(resume=True)
+        other = RunConfig(**{**TINY.to_dict(), "weight_compensation": "annealed"})
+        with pytest.raises(ValueError, match="different configuration"):
+            Run(other, tmp_path / mode).prepare(resume=True)
+
+
 def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> None:
     old = RunConfig(**{**TINY.to_dict(), "weight_range": "minmax"})  # the rule before the key
     run = Run(old, tmp_path / "run")

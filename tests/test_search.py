@@ -12,6 +12,7 @@ from torch import nn
 import zerobit as zb
 from zerobit.cost import MPIC_THROUGHPUT
 from zerobit.models import DSCNN, MobileNetV1, ResNet8
+from zerobit.train.run import RunConfig
 
 SPACE = zb.SearchSpace(weight_bits=(0, 2, 4, 8), act_bits=(2, 4, 8))
 
@@ -116,6 +117,118 @@ def test_weight_compensation_divides_by_the_initial_keep_probability() -> None:
         assert torch.allclose(other.bias * factor, layer.bias, rtol=1e-6, atol=1e-7), name
     assert any(not torch.equal(a.weight, b.weight) for a, b in
                zip(kept.layers().values(), compensated.layers().values()))  # fmt: skip
+
+
+def test_annealed_compensation_keeps_unmoved_channels_at_the_warm_up_scale() -> None:
+    model = randomize_bn_(ResNet8((1, 28, 28))).eval()
+    x = torch.rand(8, 1, 28, 28)
+    space = zb.SearchSpace(weight_bits=(0, 4, 8), act_bits=(8,))
+    sampling = zb.Sampling(initial_temperature=1.0, final_temperature=0.05)
+    kept = zb.convert(model, x, space, sampling=sampling, compensate_weights="off")
+    initial = zb.convert(model, x, space, sampling=sampling)
+    annealed = zb.convert(model, x, space, sampling=sampling, compensate_weights="annealed")
+
+    def keep(temperature: float) -> float:  # 1 - p(0 bits) under the logits (0, 1/2, 1) / T
+        return 1 - 1 / (1 + math.exp(0.5 / temperature) + math.exp(1.0 / temperature))
+
+    for progress in (0.0, 0.3, 0.7, 1.0):
+        annealed.set_progress(progress)
+        initial.set_progress(progress)
+        temperature = 0.05**progress
+        for name, layer in kept.layers().items():
+            factor = 1.0 if name == "classifier" else keep(temperature)
+            other = annealed.layers()[name]
+            assert torch.allclose(other.weight * factor, layer.weight, rtol=1e-5), name
+            assert torch.allclose(other.bias * factor, layer.bias, rtol=1e-5, atol=1e-7), name
+            # the paper's compensation stays at the initial temperature's
+            fixed = initial.layers()[name].weight * (1.0 if name == "classifier" else keep(1.0))
+            assert torch.allclose(fixed, layer.weight, rtol=1e-5), name
+    # a channel whose logits sit at their initial values computes at the warm-up scale
+    annealed.set_progress(0.5)
+    annealed.train()
+    annealed(x)
+    for name, layer in annealed.layers().items():
+        zero = layer.selector.zero_index
+        if zero is not None:
+            probs = layer.selector.probs
+            assert torch.allclose((1 - probs[zero]) * layer.weight[:, 0, 0, 0],
+                                  kept.layers()[name].weight[:, 0, 0, 0], rtol=1e-5)  # fmt: skip
+
+
+def test_annealed_compensation_resumes_from_a_checkpoint_and_spares_pinned_groups() -> None:
+    model = randomize_bn_(ResNet8((1, 16, 16))).eval()
+    x = torch.rand(4, 1, 16, 16)
+    space = zb.SearchSpace(weight_bits=(0, 4, 8), act_bits=(8,))
+    first = zb.convert(model, x, space, compensate_weights="annealed")
+    first.set_progress(0.4)
+    second = zb.convert(model, x, space, compensate_weights="annealed")
+    second.load_state_dict(first.state_dict())
+    first.set_progress(0.9)
+    second.set_progress(0.9)
+    for name, layer in first.layers().items():
+        assert torch.equal(layer.weight, second.layers()[name].weight), name
+    # the sequential flow's second stage: pruning fixed, nothing left to compensate
+    pinned = zb.convert(model, x, space, compensate_weights="annealed")
+    before = {n: layer.weight.clone() for n, layer in pinned.layers().items()}
+    for selector in pinned.selectors:
+        selector.pinned_pruning = torch.ones(selector.channels, dtype=torch.bool)
+    pinned.set_progress(0.9)
+    assert all(torch.equal(before[n], layer.weight) for n, layer in pinned.layers().items())
+
+
+def test_tracking_compensation_divides_by_the_expected_kept_fraction() -> None:
+    model = randomize_bn_(DSCNN((1, 49, 10), num_classes=12)).eval()
+    x = torch.randn(4, 1, 49, 10)
+    space = zb.SearchSpace(weight_bits=(0, 4, 8), act_bits=(8,))
+    kept = zb.convert(model, x, space, compensate_weights="off")
+    tracking = zb.convert(model, x, space, compensate_weights="tracking")
+    initial = 1 - 1 / (1 + math.exp(0.5) + math.exp(1.0))  # keep probability at T = 1
+    torch.manual_seed(0)
+    with torch.no_grad():  # half the groups lean to keeping every channel, half to pruning
+        for g, selector in enumerate(tracking.selectors):
+            if selector.zero_index is not None:
+                selector.parameter[0].fill_(-3.0 if g % 2 else 2.0)
+                selector.parameter[0, : selector.channels // 3] = 0.0
+    tracking.set_progress(0.5)
+    tracking.train()
+    for _ in range(2):  # the second step finds the divisors already in place
+        tracking(x)
+    temperature = float(tracking.temperature)
+    expected = {}
+    for g, selector in enumerate(tracking.selectors):
+        if selector.zero_index is None:
+            expected[g] = 1.0
+            continue
+        column = selector.parameter.detach().double() / temperature
+        fraction = float(1 - torch.softmax(column, dim=0)[0].mean())
+        expected[g] = max(initial, fraction)
+    assert any(v == initial for v in expected.values()) and any(
+        initial < v < 1 for v in expected.values()
+    )
+    for info in tracking.analysis.layers.values():
+        layer = tracking.layers()[info.name]
+        reference = kept.layers()[info.name]
+        assert torch.allclose(layer.weight * expected[info.group], reference.weight, rtol=1e-5)
+        assert torch.allclose(
+            layer.bias * expected[info.group], reference.bias, rtol=1e-5, atol=1e-7
+        )
+    # evaluation does not move them, and the divisors are saved with the model
+    before = [layer.weight.clone() for layer in tracking.layers().values()]
+    tracking.eval()(x)
+    assert all(torch.equal(a, b.weight) for a, b in zip(before, tracking.layers().values()))
+    restored = zb.convert(model, x, space, compensate_weights="tracking")
+    restored.load_state_dict(tracking.state_dict())
+    restored.train()(x)
+    assert all(torch.equal(a, b.weight) for a, b in zip(before, restored.layers().values()))
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_unknown_weight_compensation_is_refused(value: object) -> None:
+    model = ResNet8((1, 16, 16)).eval()
+    with pytest.raises(ValueError, match="weight compensation must be one of"):
+        zb.convert(model, torch.rand(2, 1, 16, 16), compensate_weights=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="weight compensation must be one of"):
+        RunConfig(weight_compensation=value)  # type: ignore[arg-type]
 
 
 def test_integer_temperatures_anneal_along_the_schedule() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from zerobit import __version__
-from zerobit.config import SUPPORTED_WEIGHT_RANGES
+from zerobit.config import COMPENSATIONS, SUPPORTED_WEIGHT_RANGES
 from zerobit.train.loop import LR_SCHEDULES
 
 
@@ -78,6 +78,15 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         "magnitude (the paper's); mse, the clipped range with the least squared error at each "
         "bit-width (much better 2-bit channels, slightly worse 4-bit ones) "
         f"(default: {defaults.weight_range})",
+    )
+    space.add_argument(
+        "--weight-compensation",
+        choices=COMPENSATIONS,
+        default="initial",
+        help="how the weights make up for the probability of pruning a channel during the "
+        "search: initial, divided once by the initial probability of keeping a channel (the "
+        "paper's); annealed, the same at the start, faded out as the temperature falls so that "
+        "kept channels end at the warm-up's scale; off, left as trained (default: initial)",
     )
     space.add_argument(
         "--cost",
@@ -249,6 +258,7 @@ def _config(args: argparse.Namespace) -> Any:
         target=args.target,
         budget_signal=args.budget_signal,
         weight_range=args.weight_range,
+        weight_compensation=args.weight_compensation,
         distill=args.distill,
         distill_temperature=args.distill_temperature,
         detach_input_channels={"auto": None, "yes": True, "no": False}[args.detach_input_channels],

@@ -14,6 +14,24 @@ SUPPORTED_ACT_BITS = (2, 3, 4, 5, 6, 7, 8)
 #: Rules for a channel's weight range (:data:`zerobit.quant.WEIGHT_RANGES`).
 SUPPORTED_WEIGHT_RANGES = ("minmax", "mse")
 
+#: Weight compensation modes of :func:`zerobit.convert` (True and False: the first and last).
+COMPENSATIONS = ("initial", "annealed", "tracking", "off")
+
+
+def compensation_mode(value: bool | str) -> str:
+    """Return the compensation mode named by ``value`` (True: "initial", False: "off").
+
+    Raises:
+        ValueError: For anything else.
+    """
+    if value is True or value is False:
+        return "initial" if value else "off"
+    if value not in COMPENSATIONS:
+        raise ValueError(
+            f"weight compensation must be one of {COMPENSATIONS}, True or False, got {value!r}"
+        )
+    return str(value)
+
 
 def _bits_tuple(value: Any, what: str, allowed: tuple[int, ...]) -> tuple[int, ...]:
     """Validate a bit set and return it sorted, as a tuple of ints."""

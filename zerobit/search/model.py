@@ -12,7 +12,7 @@ from typing import Any, cast
 import torch
 from torch import fx, nn
 
-from zerobit.config import Sampling, SearchSpace
+from zerobit.config import Sampling, SearchSpace, compensation_mode
 from zerobit.cost import GraphSpec, LayerSpec, Number, mpic_supported_bits, resolve_cost
 from zerobit.cost.batch import LayerBatch, batched_cost
 from zerobit.cost.graph import get_graph_term
@@ -26,6 +26,7 @@ from zerobit.search.modules import (
     FrozenActQuantizer,
     QuantAvgPool,
     SearchableLayer,
+    initial_logits,
 )
 from zerobit.search.sampling import discretize, gumbel_noise, one_hot, sample_probs
 from zerobit.search.specs import LayerBatchBuilder, build_layer_specs, kept_channels
@@ -94,6 +95,12 @@ def _check_space_for_costs(terms: list[_CostTerm], group_bits, act_bits) -> None
             )
 
 
+def initial_keep_probability(bits: tuple[int, ...], temperature: float) -> float:
+    """Probability of a non-zero bit-width under the initial logits at ``temperature``."""
+    logits = initial_logits(bits, None) / temperature
+    return float(1.0 - torch.softmax(logits.double(), dim=0)[bits.index(0)])
+
+
 def convert(
     model: nn.Module,
     example_input: torch.Tensor | Sequence[torch.Tensor],
@@ -104,7 +111,7 @@ def convert(
     allow_float: bool = False,
     leaf_types: Iterable[type] = (),
     detach_input_channels: bool | None = None,
-    compensate_weights: bool = True,
+    compensate_weights: bool | str = True,
 ) -> SearchModel:
     """Turn a float model into a searchable one.
 
@@ -127,11 +134,20 @@ def convert(
         leaf_types: Module types that torch.fx should not trace into.
         detach_input_channels: Whether costs see the effective input channels detached. None
             uses the paper's policy: detached for "size", attached for the others.
-        compensate_weights: Divide each layer's weights and bias by the initial probability
-            of keeping a channel, so the first forward passes reproduce the float model (the
-            paper's weight compensation). False leaves them as trained: the search starts from
-            a shrunk network and ends, once the choices are sharp, at the scale its activation
-            clips were calibrated at.
+        compensate_weights: How the weights make up for the probability of the 0-bit option
+            (:data:`zerobit.config.COMPENSATIONS`). True or ``"initial"``: divide each layer's
+            weights and bias once by the initial probability S of keeping a channel, so the
+            first forward passes reproduce the float model (the paper's weight compensation;
+            once the choices are sharp a kept channel computes with weights 1/S times the
+            warm-up's).
+            ``"annealed"``: the same division at the start, then, as the temperature falls,
+            by the probability the initial logits give keeping at the current temperature, so
+            a channel whose logits have not moved always computes at the warm-up's scale and
+            a kept channel ends there. ``"tracking"``: the same division at the start, then,
+            before every training step, by the group's expected fraction of kept channels, but
+            never by less than at the start: a layer that keeps most of its channels ends at
+            the warm-up's scale, one that prunes many keeps the paper's compensation. False or
+            ``"off"``: the weights stay as trained (the search starts from a shrunk network).
 
     Returns:
         The searchable model.
@@ -247,10 +263,10 @@ class SearchModel(nn.Module):
         act_bits: list[tuple[int, ...]],
         clips: list[float],
         terms: list[_CostTerm],
-        compensate_weights: bool = True,
+        compensate_weights: bool | str = True,
     ) -> None:
         super().__init__()
-        self._compensate = compensate_weights
+        self._compensation = compensation_mode(compensate_weights)
         self.analysis = analysis
         self.space = space
         self.sampling = sampling
@@ -310,8 +326,18 @@ class SearchModel(nn.Module):
             node.replace_all_uses_with(quant, delete_user_cb=lambda user, q=quant: user is not q)
         gm.graph.lint()
         gm.recompile()
-        if self._compensate:
+        if self._compensation != "off":
             self._compensate_weights()
+        if self._compensation == "tracking":
+            # The divisor each group's weights are stored under, saved with the model so that
+            # a resumed search rescales from where it stopped.
+            divisors = [
+                initial_keep_probability(s.bits, self.sampling.initial_temperature)
+                if s.zero_index is not None
+                else 1.0
+                for s in self.selectors
+            ]
+            self.register_buffer("compensation", torch.tensor(divisors, dtype=torch.float64))
 
     @torch.no_grad()
     def _compensate_weights(self) -> None:
@@ -326,6 +352,53 @@ class SearchModel(nn.Module):
             layer: Any = self.graph_module.get_submodule(info.name)
             layer.weight.div_(keep)
             layer.bias.div_(keep)
+
+    @torch.no_grad()
+    def _anneal_compensation(self, old: float, new: float) -> None:
+        """Move the annealed compensation from temperature ``old`` to ``new``.
+
+        The weights are stored divided by the probability that the initial logits give keeping
+        a channel at the current temperature; that probability tends to 1 as the temperature
+        falls, so the division fades out with the same schedule as the choices sharpen.
+        """
+        for info in self.analysis.layers.values():
+            selector = self.selectors[info.group]
+            bits = selector.bits
+            # A group whose pruning is pinned (the sequential flow's second stage) has nothing
+            # to compensate: its kept channels are kept with probability 1.
+            if 0 not in bits or selector.pinned_pruning is not None:
+                continue
+            factor = initial_keep_probability(bits, old) / initial_keep_probability(bits, new)
+            layer: Any = self.graph_module.get_submodule(info.name)
+            layer.weight.mul_(factor)
+            layer.bias.mul_(factor)
+
+    @torch.no_grad()
+    def _track_compensation(self) -> None:
+        """Store each group's weights divided by its expected kept fraction, at least the initial.
+
+        The fraction is the mean over the group's channels of the probability of a non-zero
+        bit-width at the current logits and temperature. A group that keeps most channels ends
+        at the warm-up's scale; one that prunes many keeps the initial compensation.
+        """
+        temperature = float(self.temperature)  # type: ignore[arg-type]
+        initial = self.sampling.initial_temperature
+        divisors: torch.Tensor = self.compensation  # type: ignore[assignment]
+        factors = [1.0] * len(self.selectors)
+        for g, selector in enumerate(self.selectors):
+            zero = selector.zero_index
+            if zero is None or selector.pinned_pruning is not None:
+                continue
+            probs = torch.softmax(selector.logits.detach().double() / temperature, dim=0)
+            kept = float(1.0 - probs[zero].mean())
+            new = max(initial_keep_probability(selector.bits, initial), kept)
+            factors[g] = float(divisors[g]) / new
+            divisors[g] = new
+        for info in self.analysis.layers.values():
+            if factors[info.group] != 1.0:
+                layer: Any = self.graph_module.get_submodule(info.name)
+                layer.weight.mul_(factors[info.group])
+                layer.bias.mul_(factors[info.group])
 
     # ------------------------------------------------------------------------------ accessors
     @property
@@ -365,8 +438,15 @@ class SearchModel(nn.Module):
 
     # ------------------------------------------------------------------------------- sampling
     def set_progress(self, progress: float) -> None:
-        """Set training progress in [0, 1]; the temperature follows ``sampling.temperature``."""
+        """Set training progress in [0, 1]; the temperature follows ``sampling.temperature``.
+
+        With the annealed weight compensation the weights are rescaled to the new temperature.
+        """
+        old = float(self.temperature)  # type: ignore[arg-type]
         self.temperature.fill_(self.sampling.temperature(progress))  # type: ignore[operator]
+        new = float(self.temperature)  # type: ignore[arg-type]
+        if self._compensation == "annealed" and new != old and not self.sampling.hard:
+            self._anneal_compensation(old, new)
 
     def _probs(
         self, logits: torch.Tensor, bits: tuple[int, ...], key: str, train: bool
@@ -398,6 +478,8 @@ class SearchModel(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         """Draw this step's sample (once, shared by every layer of a group) and run the model."""
+        if self.training and self._compensation == "tracking" and not self.sampling.hard:
+            self._track_compensation()
         self._sample(self.training, fresh_noise=True)
         return self.graph_module(*inputs)
 

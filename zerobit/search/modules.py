@@ -21,7 +21,7 @@ from zerobit.quant import (
 )
 
 
-def _initial_logits(bits: tuple[int, ...], channels: int | None) -> torch.Tensor:
+def initial_logits(bits: tuple[int, ...], channels: int | None) -> torch.Tensor:
     """Logits ``p / max(bits)`` (the paper's prior, favouring high precision), (P,) or (P, C)."""
     top = max(bits)
     column = torch.tensor([b / top for b in bits], dtype=torch.float32)
@@ -53,7 +53,7 @@ class ChannelSelector(nn.Module):
         self.per_layer = per_layer
         # a single candidate leaves nothing to learn
         self.parameter = nn.Parameter(
-            _initial_logits(self.bits, 1 if per_layer else channels), requires_grad=len(bits) > 1
+            initial_logits(self.bits, 1 if per_layer else channels), requires_grad=len(bits) > 1
         )
         self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
         # Channels whose pruning decision is fixed (e.g. by an earlier pruning stage), or None.
@@ -93,7 +93,7 @@ class ActQuantizer(nn.Module):
         self.bits = tuple(bits)
         self.signed = signed
         self.clips = nn.Parameter(torch.full((len(self.bits),), float(clip)))
-        self.logits = nn.Parameter(_initial_logits(self.bits, None), requires_grad=len(bits) > 1)
+        self.logits = nn.Parameter(initial_logits(self.bits, None), requires_grad=len(bits) > 1)
         self.probs: torch.Tensor = torch.softmax(self.logits.detach(), dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

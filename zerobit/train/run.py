@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from zerobit import __version__
-from zerobit.config import Sampling, SearchSpace
+from zerobit.config import Sampling, SearchSpace, compensation_mode
 from zerobit.cost import evaluate
 from zerobit.data import DatasetSplits, load_dataset, load_local_dataset
 from zerobit.models import get_model
@@ -107,9 +107,12 @@ class RunConfig:
             warm-up). Every method of :mod:`zerobit.train.baselines` gets the same teacher.
             Needs a model that outputs class logits.
         distill_temperature: The softmax temperature ``T`` of the distillation term.
-        weight_compensation: Divide the warm-up's weights by the initial probability of
-            keeping a channel at conversion (the paper's weight compensation; see
-            :func:`zerobit.convert`). False keeps them as trained.
+        weight_compensation: How the weights make up for the probability of pruning a
+            channel (see :func:`zerobit.convert`): ``"initial"`` (the paper's) divides
+            the warm-up's weights by the initial probability of keeping a channel,
+            ``"annealed"`` does the same at the start and fades the division out as the
+            temperature falls, ``"off"`` keeps them as trained. True and False, as configurations
+            written before the modes say, read as ``"initial"`` and ``"off"``.
         budget_signal: With a target, what the strength is steered by: ``"argmax"`` (the
             current argmax architecture's cost; the search tends to end well under the budget)
             or ``"expected"`` (the expected cost of the current probabilities; it ends close to
@@ -146,7 +149,7 @@ class RunConfig:
     weight_range: str = "minmax"
     distill: float = 0.0
     distill_temperature: float = 4.0
-    weight_compensation: bool = True
+    weight_compensation: str = "initial"
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -165,6 +168,8 @@ class RunConfig:
             )
         if self.calibration_samples < 1:
             raise ValueError("calibration_samples must be >= 1")
+        # True and False (configurations written before the modes) name the first and last
+        object.__setattr__(self, "weight_compensation", compensation_mode(self.weight_compensation))
         self.space()  # validates the bit sets
         self.sampling()
         if self.target is not None:
