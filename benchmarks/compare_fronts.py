@@ -6,8 +6,9 @@ For every method and seed present in both folders (a benchmark and a variant of 
 the paper's min-max weight ranges against the MSE ranges): the size reduction of the variant's
 front against the base front at iso-validation-accuracy (mean over the base front's points that
 the variant's front reaches; positive: the variant is smaller at equal accuracy), and for
-single-point methods (w8a8, w4a8, w2a8) the accuracy difference. Writes JSON and prints a
-Markdown table. Run:
+single-point methods (w8a8, w4a8, w2a8) the accuracy difference. With ``--rungs``, also each
+joint budget's run side by side (size and validation accuracy, mean over the seeds both folders
+have; JSON key ``joint_rungs``). Writes JSON and prints Markdown tables. Run:
 
     python benchmarks/compare_fronts.py benchmarks/results/pareto_fashion_mnist \
         benchmarks/results/pareto_fashion_mnist_mse --out benchmarks/results/mse_vs_minmax_fm.json
@@ -65,6 +66,41 @@ def compare(base: Path, variant: Path) -> dict[str, Any]:
     return methods
 
 
+def joint_rungs(base: Path, variant: Path) -> dict[str, Any]:
+    """Per joint budget (run folder ``joint-budget-N``): each folder's size and accuracy by seed."""
+    rungs: dict[str, Any] = {}
+    for seed_dir in sorted(variant.glob("seed-*")):
+        for run_dir in sorted(seed_dir.glob("joint-budget-*")):
+            other = base / seed_dir.name / run_dir.name
+            if not (run_dir / "result.json").exists() or not (other / "result.json").exists():
+                continue
+            (ours,), (theirs,) = load_runs([run_dir]), load_runs([other])
+            entry = rungs.setdefault(run_dir.name, {"seeds": {}})
+            entry["seeds"][seed_dir.name] = {
+                "base": [theirs.costs[COST], theirs.metric(METRIC)],
+                "variant": [ours.costs[COST], ours.metric(METRIC)],
+            }
+    for entry in rungs.values():
+        for side in ("base", "variant"):
+            pairs = [s[side] for s in entry["seeds"].values()]
+            entry[f"mean_{side}"] = [statistics.mean(v) for v in zip(*pairs)]
+    return dict(sorted(rungs.items(), key=lambda item: -item[1]["mean_base"][0]))
+
+
+def rungs_markdown(rungs: dict[str, Any]) -> str:
+    lines = [
+        "| joint run | seeds | base: size, val accuracy | variant: size, val accuracy |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, entry in rungs.items():
+        (bs, ba), (vs, va) = entry["mean_base"], entry["mean_variant"]
+        lines.append(
+            f"| {name} | {len(entry['seeds'])} | {bs / 1000:.1f} kB, {100 * ba:.2f} % | "
+            f"{vs / 1000:.1f} kB, {100 * va:.2f} % |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(methods: dict[str, Any]) -> str:
     lines = [
         "| method | variant against base | per seed |",
@@ -90,12 +126,20 @@ def main() -> None:
     parser.add_argument("base", type=Path, help="benchmark folder (seed-N/ subfolders)")
     parser.add_argument("variant", type=Path, help="the variant's folder")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write")
+    parser.add_argument(
+        "--rungs", action="store_true", help="also compare each joint budget's run (mean of seeds)"
+    )
     args = parser.parse_args()
     methods = compare(args.base, args.variant)
+    rungs = joint_rungs(args.base, args.variant) if args.rungs else None
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(methods, indent=2))
+        data = methods if rungs is None else {**methods, "joint_rungs": rungs}
+        args.out.write_text(json.dumps(data, indent=2))
     print(markdown(methods))
+    if rungs is not None:
+        print()
+        print(rungs_markdown(rungs))
 
 
 if __name__ == "__main__":

@@ -265,6 +265,21 @@ def _seed_and_label(path: str) -> tuple[str, str]:
     return (found.group(1) if found else "-", re.sub(r"-?seed-\d+", "", name))
 
 
+def _labels(paths: list[str]) -> dict[str, tuple[str, str]]:
+    """``(seed, label)`` per run path; runs of one name from several benchmark folders (such
+    as the joint-budget-5 of two variants) are labelled ``folder/name``."""
+    found = {path: _seed_and_label(path) for path in paths}
+    folders: dict[tuple[str, str], set[str]] = {}
+    for path, key in found.items():
+        folders.setdefault(key, set()).add(str(Path(path).parent.parent))
+    return {
+        path: (seed, f"{Path(path).parent.parent.name}/{label}")
+        if len(folders[(seed, label)]) > 1
+        else (seed, label)
+        for path, (seed, label) in found.items()
+    }
+
+
 def score_markdown(scores: dict[str, dict[str, Any]]) -> str:
     """Two tables: every run, and each label's mean over its seeds."""
     lines = [
@@ -273,8 +288,9 @@ def score_markdown(scores: dict[str, dict[str, Any]]) -> str:
     ]
     splits = ("val", "test", "fresh")
     means: dict[str, list[list[float]]] = {}
+    labels = _labels(list(scores))
     for path, s in scores.items():
-        seed, label = _seed_and_label(path)
+        seed, label = labels[path]
         counts = ", ".join(f"{n} at {b}" for b, n in s["channels_by_bits"].items())
         values = [s.get(f"{k}_accuracy") for k in splits]
         cells = " | ".join("-" if v is None else f"{100 * v:.2f} %" for v in values)
