@@ -86,7 +86,9 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         help="how the weights make up for the probability of pruning a channel during the "
         "search: initial, divided once by the initial probability of keeping a channel (the "
         "paper's); annealed, the same at the start, faded out as the temperature falls so that "
-        "kept channels end at the warm-up's scale; off, left as trained (default: initial)",
+        "kept channels end at the warm-up's scale; tracking, divided by each layer's expected "
+        "fraction of kept channels, never less than at the start; off, left as trained "
+        "(default: initial)",
     )
     space.add_argument(
         "--cost",

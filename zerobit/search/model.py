@@ -353,7 +353,24 @@ class SearchModel(nn.Module):
             layer.weight.div_(keep)
             layer.bias.div_(keep)
 
+    @staticmethod
+    def _compensated(selector: ChannelSelector) -> bool:
+        """Whether the group's weights follow a moving compensation.
+
+        A group whose pruning is pinned (the sequential flow's second stage) has nothing to
+        compensate: its kept channels are kept with probability 1.
+        """
+        return selector.zero_index is not None and selector.pinned_pruning is None
+
     @torch.no_grad()
+    def _rescale_groups(self, factors: list[float]) -> None:
+        """Multiply every layer's weights and bias by its group's factor."""
+        for info in self.analysis.layers.values():
+            if factors[info.group] != 1.0:
+                layer: Any = self.graph_module.get_submodule(info.name)
+                layer.weight.mul_(factors[info.group])
+                layer.bias.mul_(factors[info.group])
+
     def _anneal_compensation(self, old: float, new: float) -> None:
         """Move the annealed compensation from temperature ``old`` to ``new``.
 
@@ -361,17 +378,14 @@ class SearchModel(nn.Module):
         a channel at the current temperature; that probability tends to 1 as the temperature
         falls, so the division fades out with the same schedule as the choices sharpen.
         """
-        for info in self.analysis.layers.values():
-            selector = self.selectors[info.group]
-            bits = selector.bits
-            # A group whose pruning is pinned (the sequential flow's second stage) has nothing
-            # to compensate: its kept channels are kept with probability 1.
-            if 0 not in bits or selector.pinned_pruning is not None:
-                continue
-            factor = initial_keep_probability(bits, old) / initial_keep_probability(bits, new)
-            layer: Any = self.graph_module.get_submodule(info.name)
-            layer.weight.mul_(factor)
-            layer.bias.mul_(factor)
+        self._rescale_groups(
+            [
+                initial_keep_probability(s.bits, old) / initial_keep_probability(s.bits, new)
+                if self._compensated(s)
+                else 1.0
+                for s in self.selectors
+            ]
+        )
 
     @torch.no_grad()
     def _track_compensation(self) -> None:
@@ -386,19 +400,14 @@ class SearchModel(nn.Module):
         divisors: torch.Tensor = self.compensation  # type: ignore[assignment]
         factors = [1.0] * len(self.selectors)
         for g, selector in enumerate(self.selectors):
-            zero = selector.zero_index
-            if zero is None or selector.pinned_pruning is not None:
+            if not self._compensated(selector):
                 continue
             probs = torch.softmax(selector.logits.detach().double() / temperature, dim=0)
-            kept = float(1.0 - probs[zero].mean())
+            kept = float(1.0 - probs[selector.zero_index].mean())
             new = max(initial_keep_probability(selector.bits, initial), kept)
             factors[g] = float(divisors[g]) / new
             divisors[g] = new
-        for info in self.analysis.layers.values():
-            if factors[info.group] != 1.0:
-                layer: Any = self.graph_module.get_submodule(info.name)
-                layer.weight.mul_(factors[info.group])
-                layer.bias.mul_(factors[info.group])
+        self._rescale_groups(factors)
 
     # ------------------------------------------------------------------------------ accessors
     @property

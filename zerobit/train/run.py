@@ -111,8 +111,10 @@ class RunConfig:
             channel (see :func:`zerobit.convert`): ``"initial"`` (the paper's) divides
             the warm-up's weights by the initial probability of keeping a channel,
             ``"annealed"`` does the same at the start and fades the division out as the
-            temperature falls, ``"off"`` keeps them as trained. True and False, as configurations
-            written before the modes say, read as ``"initial"`` and ``"off"``.
+            temperature falls, ``"tracking"`` divides by each group's expected fraction of
+            kept channels (never less than at the start), ``"off"`` keeps them as trained.
+            True and False, as configurations written before the modes say, read as
+            ``"initial"`` and ``"off"``.
         budget_signal: With a target, what the strength is steered by: ``"argmax"`` (the
             current argmax architecture's cost; the search tends to end well under the budget)
             or ``"expected"`` (the expected cost of the current probabilities; it ends close to
