@@ -454,6 +454,13 @@ def cli(
         help="what steers every budgeted search's strength (see `zerobit search --help`)",
     )
     parser.add_argument(
+        "--budget-damping",
+        type=float,
+        default=0.0,
+        help="steps ahead every budgeted search's controller extrapolates a falling cost "
+        "(see `zerobit search --help`; 0: off, as the benchmarks ran)",
+    )
+    parser.add_argument(
         "--weight-range",
         choices=("minmax", "mse"),
         default="minmax",
@@ -520,6 +527,7 @@ def cli(
         ),
         detach_input_channels=None if args.detach_input_channels == "auto" else False,
         budget_signal=args.budget_signal,
+        budget_damping=args.budget_damping,
         weight_range=args.weight_range,
         distill=args.distill,
         weight_compensation="off" if args.no_weight_compensation else args.weight_compensation,

@@ -7,8 +7,10 @@ the paper's min-max weight ranges against the MSE ranges): the size reduction of
 front against the base front at iso-validation-accuracy (mean over the base front's points that
 the variant's front reaches; positive: the variant is smaller at equal accuracy), and for
 single-point methods (w8a8, w4a8, w2a8) the accuracy difference. With ``--rungs``, also each
-joint budget's run side by side (size and validation accuracy, mean over the seeds both folders
-have; JSON key ``joint_rungs``). Writes JSON and prints Markdown tables. Run:
+joint budget's run side by side (size, validation accuracy and the share of its budget the
+final model uses, mean over the seeds both folders have; JSON key ``joint_rungs``); ``--rung-glob``
+picks other budgeted runs (``"mpic-budget-*"`` in the hardware-aware benchmark, where the share
+is in the driving cost's unit). Writes JSON and prints Markdown tables. Run:
 
     python benchmarks/compare_fronts.py benchmarks/results/pareto_fashion_mnist \
         benchmarks/results/pareto_fashion_mnist_mse --out benchmarks/results/mse_vs_minmax_fm.json
@@ -66,19 +68,26 @@ def compare(base: Path, variant: Path) -> dict[str, Any]:
     return methods
 
 
-def joint_rungs(base: Path, variant: Path) -> dict[str, Any]:
-    """Per joint budget (run folder ``joint-budget-N``): each folder's size and accuracy by seed."""
+def _budget_share(run_dir: Path) -> float:
+    """The final model's cost over its budget (``result.json``'s ``budget``)."""
+    budget = json.loads((run_dir / "result.json").read_text())["budget"]
+    return float(budget["cost_final"] / budget["value"])
+
+
+def joint_rungs(base: Path, variant: Path, pattern: str = "joint-budget-*") -> dict[str, Any]:
+    """Per budgeted run (folders matching ``pattern``): each folder's size, accuracy and share of
+    the budget used, by seed."""
     rungs: dict[str, Any] = {}
     for seed_dir in sorted(variant.glob("seed-*")):
-        for run_dir in sorted(seed_dir.glob("joint-budget-*")):
+        for run_dir in sorted(seed_dir.glob(pattern)):
             other = base / seed_dir.name / run_dir.name
             if not (run_dir / "result.json").exists() or not (other / "result.json").exists():
                 continue
             (ours,), (theirs,) = load_runs([run_dir]), load_runs([other])
             entry = rungs.setdefault(run_dir.name, {"seeds": {}})
             entry["seeds"][seed_dir.name] = {
-                "base": [theirs.costs[COST], theirs.metric(METRIC)],
-                "variant": [ours.costs[COST], ours.metric(METRIC)],
+                "base": [theirs.costs[COST], theirs.metric(METRIC), _budget_share(other)],
+                "variant": [ours.costs[COST], ours.metric(METRIC), _budget_share(run_dir)],
             }
     for entry in rungs.values():
         for side in ("base", "variant"):
@@ -89,14 +98,14 @@ def joint_rungs(base: Path, variant: Path) -> dict[str, Any]:
 
 def rungs_markdown(rungs: dict[str, Any]) -> str:
     lines = [
-        "| joint run | seeds | base: size, val accuracy | variant: size, val accuracy |",
+        "| run | seeds | base: size, val accuracy, budget used | variant: the same |",
         "|---|---:|---:|---:|",
     ]
     for name, entry in rungs.items():
-        (bs, ba), (vs, va) = entry["mean_base"], entry["mean_variant"]
+        (bs, ba, bu), (vs, va, vu) = entry["mean_base"], entry["mean_variant"]
         lines.append(
-            f"| {name} | {len(entry['seeds'])} | {bs / 1000:.1f} kB, {100 * ba:.2f} % | "
-            f"{vs / 1000:.1f} kB, {100 * va:.2f} % |"
+            f"| {name} | {len(entry['seeds'])} | {bs / 1000:.1f} kB, {100 * ba:.2f} %, "
+            f"{100 * bu:.0f} % | {vs / 1000:.1f} kB, {100 * va:.2f} %, {100 * vu:.0f} % |"
         )
     return "\n".join(lines)
 
@@ -129,9 +138,14 @@ def main() -> None:
     parser.add_argument(
         "--rungs", action="store_true", help="also compare each joint budget's run (mean of seeds)"
     )
+    parser.add_argument(
+        "--rung-glob",
+        default="joint-budget-*",
+        help="with --rungs: the run folders compared (default: joint-budget-*)",
+    )
     args = parser.parse_args()
     methods = compare(args.base, args.variant)
-    rungs = joint_rungs(args.base, args.variant) if args.rungs else None
+    rungs = joint_rungs(args.base, args.variant, args.rung_glob) if args.rungs else None
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         data = methods if rungs is None else {**methods, "joint_rungs": rungs}

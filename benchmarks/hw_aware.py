@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 from collections.abc import Sequence
 from dataclasses import replace
@@ -47,8 +48,15 @@ FRACTIONS = {
 METRIC = "val_accuracy"
 
 
-def run_all(base: RunConfig, out: Path) -> None:
-    """Warm up once, then run every (driving cost, budget) point."""
+def run_all(base: RunConfig, out: Path, reuse: Path | None = None) -> None:
+    """Warm up once (or take the warm-up of the seed folder ``reuse``), then run every (driving
+    cost, budget) point."""
+    if reuse is not None:
+        source = reuse / "warmup" / "checkpoints" / "warmup.pt"
+        target = out / "warmup" / "checkpoints" / "warmup.pt"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
     warm = Run(base, out / "warmup")
     warm.prepare(resume=True)
     warm.warm_up()
@@ -197,6 +205,20 @@ def main() -> None:
         help="end the warm-up after this many epochs without a better validation accuracy",
     )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument(
+        "--budget-damping",
+        type=float,
+        default=0.0,
+        help="steps ahead every search's budget controller extrapolates a falling cost (see "
+        "`zerobit search --help`; 0: off, as the benchmark ran)",
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        default=None,
+        help="a finished run of this benchmark whose warm-ups (seed-N/warmup) are taken instead "
+        "of warming up again",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hw_aware"))
@@ -213,10 +235,12 @@ def main() -> None:
         warmup=PhaseConfig(warmup, patience=args.warmup_patience or None),
         search=PhaseConfig(search),
         finetune=PhaseConfig(finetune),
+        budget_damping=args.budget_damping,
     )
     if not args.analyze_only:
         for seed in seeds:
-            run_all(replace(base, seed=seed), args.out / f"seed-{seed}")
+            reuse = None if args.reuse is None else args.reuse / f"seed-{seed}"
+            run_all(replace(base, seed=seed), args.out / f"seed-{seed}", reuse)
     summary = analyze(args.out, sorted(seeds))
     for key, value in summary["reductions"].items():
         print(f"{key}: own-cost front vs size-driven front: {value}")

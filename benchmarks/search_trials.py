@@ -119,9 +119,14 @@ class _TrialController(StrengthController):
     trial = ""
 
     def __init__(
-        self, target: Any, strength: float, rate: float = 0.05, signal: str = "argmax"
+        self,
+        target: Any,
+        strength: float,
+        rate: float = 0.05,
+        signal: str = "argmax",
+        damping: float = 0.0,
     ) -> None:
-        super().__init__(target, strength, rate, signal)
+        super().__init__(target, strength, rate, signal, damping)
         self.start: float | None = None
         self.history: list[float] = []
 

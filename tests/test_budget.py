@@ -122,6 +122,70 @@ def test_expected_signal_steers_the_strength_by_the_expected_cost() -> None:
         StrengthController(target, 1.0, signal="mean")
 
 
+def _shift_towards_pruning_(smodel: zb.SearchModel, amount: float) -> None:
+    """Move every selector's logits towards 0 bits (its expected cost falls)."""
+    with torch.no_grad():
+        for s in smodel.selectors:
+            logits = s.logits.detach().clone()
+            if s.zero_index is not None:
+                logits[s.zero_index] += amount
+                s.set_logits_(logits)
+
+
+def test_damping_compares_the_budget_with_the_falling_cost_extrapolated_ahead() -> None:
+    smodel = _smodel()
+    smodel.train()
+    target = parse_target(f"size={discrete_cost(smodel, 'size') / 8 / 4:.0f}B")
+    damped = StrengthController(target, 1.0, rate=0.1, damping=5.0, window=3)
+    plain = StrengthController(target, 1.0, rate=0.1)
+    shifts = [0.0, 0.5, 0.5, 1.0, 0.0, -2.0, 0.0]  # falls, stalls, then rises
+    expected_costs: list[float] = []
+    for shift in shifts:
+        _shift_towards_pruning_(smodel, shift)
+        expected_costs.append(smodel.expected_cost("size"))
+        argmax = discrete_cost(smodel, "size")
+        before, before_plain = damped.log_strength, plain.log_strength
+        damped.update(smodel)
+        plain.update(smodel)
+        # Independently: the slope of the log expected cost over the last 3 steps, only if < 0.
+        logs = [math.log(c) for c in expected_costs[-3:]]
+        slope = (logs[-1] - logs[0]) / (len(logs) - 1) if len(logs) > 1 else 0.0
+        error = math.log(argmax / target.value) + 5.0 * min(slope, 0.0)
+        assert damped.log_strength - before == pytest.approx(0.1 * error)
+        assert plain.log_strength - before_plain == pytest.approx(
+            0.1 * math.log(argmax / target.value)
+        )
+    assert expected_costs[3] < expected_costs[2] < expected_costs[1] < expected_costs[0]
+    assert expected_costs[5] > expected_costs[4]  # the rise at the end added nothing (above)
+    assert damped.log_strength < plain.log_strength  # the fall held the strength back
+
+
+def test_damped_controller_resumes_its_trend_and_reads_older_checkpoints() -> None:
+    smodel = _smodel()
+    smodel.train()
+    target = parse_target(f"size={discrete_cost(smodel, 'size') / 8 / 4:.0f}B")
+    first = StrengthController(target, 1.0, damping=10.0)
+    for _ in range(3):
+        _shift_towards_pruning_(smodel, 0.4)
+        first.update(smodel)
+    state = first.state_dict()
+    resumed = StrengthController(target, 1.0, damping=10.0)
+    resumed.load_state_dict(state)
+    _shift_towards_pruning_(smodel, 0.4)
+    assert resumed.update(smodel) == first.update(smodel)
+    assert resumed.trend == first.trend and len(first.trend) == 4
+    older = StrengthController(target, 1.0, damping=10.0)
+    older.load_state_dict({"log_strength": state["log_strength"]})  # written before damping
+    assert older.trend == [] and older.log_strength == float(state["log_strength"])
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="damping"):
+            StrengthController(target, 1.0, damping=bad)
+        with pytest.raises(ValueError, match="budget_damping"):
+            RunConfig(budget_damping=bad)
+    with pytest.raises(ValueError, match="window"):
+        StrengthController(target, 1.0, damping=1.0, window=1)
+
+
 def test_greedy_fit_meets_the_budget_with_lower_bits_only() -> None:
     smodel = _smodel()
     with torch.no_grad():
@@ -182,8 +246,10 @@ def test_run_meets_a_flash_budget(tmp_path: Path) -> None:
     assert result["costs_all_8bit"]["flash_bytes"] > 24_000
 
 
-@pytest.mark.parametrize("signal", ["argmax", "expected"])
-def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path, signal: str) -> None:
+@pytest.mark.parametrize("signal,damping", [("argmax", 0.0), ("expected", 0.0), ("argmax", 20.0)])
+def test_run_meets_its_budget_and_refuses_an_impossible_one(
+    tmp_path: Path, signal: str, damping: float
+) -> None:
     base = dict(
         dataset="digits",
         subset=128,
@@ -193,9 +259,11 @@ def test_run_meets_its_budget_and_refuses_an_impossible_one(tmp_path: Path, sign
         search=PhaseConfig(2, batch_size=64),
         finetune=PhaseConfig(0, batch_size=64),
     )
-    run = Run(RunConfig(**base, target="size=4kB", budget_signal=signal), tmp_path / "fits")
+    config = RunConfig(**base, target="size=4kB", budget_signal=signal, budget_damping=damping)
+    run = Run(config, tmp_path / "fits")
     result = run.run()
     assert run._extra["controller"].signal == signal
+    assert run._extra["controller"].damping == damping
     assert result["budget"]["met"] and result["costs"]["size_bytes"] <= 4000
     assert result["budget"]["cost_final"] == result["costs"]["size_bits"]
     # Each search epoch logs the argmax architecture's cost in the target's unit: after the last,

@@ -126,6 +126,16 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         f"(default: {defaults.budget_signal})",
     )
     space.add_argument(
+        "--budget-damping",
+        type=float,
+        default=defaults.budget_damping,
+        metavar="STEPS",
+        help="with --target, compare the budget with the cost extrapolated this many steps "
+        "ahead while it falls, so that the strength stops growing once the model is on its way "
+        "to the budget (small budgets are otherwise overshot: the search ends far under them) "
+        f"(0: off; default: {defaults.budget_damping:g})",
+    )
+    space.add_argument(
         "--detach-input-channels",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -259,6 +269,7 @@ def _config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         target=args.target,
         budget_signal=args.budget_signal,
+        budget_damping=args.budget_damping,
         weight_range=args.weight_range,
         weight_compensation=args.weight_compensation,
         distill=args.distill,

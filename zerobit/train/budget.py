@@ -142,22 +142,48 @@ class StrengthController:
       smallest keyword-spotting budget aside; the greedy step trims any excess), so more of a
       named budget is used; accuracy at equal size is about the same.
 
+    With ``damping`` > 0 the error is taken where the cost is heading: while the expected cost
+    falls, ``damping`` times its slope (log cost per step, over the last ``window`` steps) is
+    added to the log ratio, i.e. the controller compares the budget with the cost extrapolated
+    ``damping`` steps ahead. The architecture answers a stronger cost with a lag (its logits
+    move at the architecture learning rate), so without damping the strength keeps growing
+    while the cost is already on its way down, the cost falls far under the budget and, the
+    temperature having fallen meanwhile, the search cannot win the lost channels back (the
+    smallest budgets of docs/benchmarks.md end at 8 to 20 % of the budget, several below 25 %
+    accuracy). A rising cost adds nothing: an excess left at the end is trimmed by the greedy
+    step of :func:`fit_budget_`.
+
     Args:
         target: The budget.
         strength: Initial strength.
         rate: Gain per step.
         signal: ``"argmax"`` or ``"expected"``.
+        damping: Steps ahead the falling cost is extrapolated (0: off).
+        window: Steps over which the slope of the expected cost is taken (at least 2).
     """
 
     def __init__(
-        self, target: Target, strength: float, rate: float = 0.05, signal: str = "argmax"
+        self,
+        target: Target,
+        strength: float,
+        rate: float = 0.05,
+        signal: str = "argmax",
+        damping: float = 0.0,
+        window: int = 8,
     ) -> None:
         if signal not in BUDGET_SIGNALS:
             raise ValueError(f"budget signal must be one of {BUDGET_SIGNALS}, got {signal!r}")
+        if not (damping >= 0 and math.isfinite(damping)):
+            raise ValueError(f"budget damping must be a finite number >= 0, got {damping}")
+        if window < 2:
+            raise ValueError(f"the damping window must be at least 2 steps, got {window}")
         self.target = target
         self.log_strength = math.log(max(strength, 1e-3))
         self.rate = rate
         self.signal = signal
+        self.damping = damping
+        self.window = window
+        self.trend: list[float] = []  # log expected cost of the last `window` steps
 
     @property
     def strength(self) -> float:
@@ -173,17 +199,32 @@ class StrengthController:
     def update(self, smodel: SearchModel) -> float:
         """Update from the model's current cost (see ``signal``); return the new strength."""
         cost = self.signal_cost(smodel)
-        self.log_strength += self.rate * math.log(max(cost, 1e-12) / self.target.value)
+        error = math.log(max(cost, 1e-12) / self.target.value)
+        if self.damping > 0:
+            expected = cost if self.signal == "expected" else smodel.expected_cost(self.target.cost)
+            error += self.damping * min(self._slope(expected), 0.0)
+        self.log_strength += self.rate * error
         self.log_strength = min(max(self.log_strength, math.log(1e-3)), math.log(1e3))
         return self.strength
 
+    def _slope(self, expected: float) -> float:
+        """Record the expected cost; return its log's mean change per step over the window."""
+        self.trend = [*self.trend[-(self.window - 1) :], math.log(max(expected, 1e-12))]
+        if len(self.trend) < 2:
+            return 0.0
+        return (self.trend[-1] - self.trend[0]) / (len(self.trend) - 1)
+
     def state_dict(self) -> dict[str, Any]:
         """Return the controller state, as tensors (checkpoints are read with weights_only=True)."""
-        return {"log_strength": torch.tensor(self.log_strength, dtype=torch.float64)}
+        return {
+            "log_strength": torch.tensor(self.log_strength, dtype=torch.float64),
+            "trend": torch.tensor(self.trend, dtype=torch.float64),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
+        """Restore :meth:`state_dict` output (a checkpoint written before damping has no trend)."""
         self.log_strength = float(state["log_strength"])
+        self.trend = [float(x) for x in state.get("trend", torch.zeros(0)).tolist()]
 
 
 Move = tuple[float, str, int, int, int]

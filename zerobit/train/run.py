@@ -119,6 +119,10 @@ class RunConfig:
             current argmax architecture's cost; the search tends to end well under the budget)
             or ``"expected"`` (the expected cost of the current probabilities; it ends close to
             the budget). See :class:`zerobit.train.budget.StrengthController`.
+        budget_damping: With a target, how many steps ahead the controller extrapolates a
+            falling cost (0: off): the strength stops growing once the cost is on its way to
+            the budget, so small budgets are not overshot (see
+            :class:`zerobit.train.budget.StrengthController`).
     """
 
     dataset: str = "fashion-mnist"
@@ -152,6 +156,7 @@ class RunConfig:
     distill: float = 0.0
     distill_temperature: float = 4.0
     weight_compensation: str = "initial"
+    budget_damping: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -179,6 +184,10 @@ class RunConfig:
         if self.budget_signal not in BUDGET_SIGNALS:
             raise ValueError(
                 f"budget_signal must be one of {BUDGET_SIGNALS}, got {self.budget_signal!r}"
+            )
+        if not (self.budget_damping >= 0 and math.isfinite(self.budget_damping)):
+            raise ValueError(
+                f"budget_damping must be a finite number >= 0, got {self.budget_damping}"
             )
 
     def space(self) -> SearchSpace:
@@ -641,7 +650,7 @@ class Run:
         if target is not None:
             _check_reachable(smodel, target)
             controller = self._extra["controller"] = StrengthController(
-                target, c.strength, signal=c.budget_signal
+                target, c.strength, signal=c.budget_signal, damping=c.budget_damping
             )
         state = self._restore(smodel, optimizers, self._checkpoint("search"))
         net = distributed.data_parallel(smodel, self.context)
