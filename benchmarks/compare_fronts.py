@@ -5,7 +5,8 @@
 For every method and seed present in both folders (a benchmark and a variant of it, for example
 the paper's min-max weight ranges against the MSE ranges): the size reduction of the variant's
 front against the base front at iso-validation-accuracy (mean over the base front's points that
-the variant's front reaches; positive: the variant is smaller at equal accuracy), and for
+the variant's front reaches; positive: the variant is smaller at equal accuracy; also over only
+the base points within the variant front's size range), and for
 single-point methods (w8a8, w4a8, w2a8) the accuracy difference. With ``--rungs``, also each
 joint budget's run side by side (size, validation accuracy and the share of its budget the
 final model uses, mean over the seeds both folders have; JSON key ``joint_rungs``); ``--rung-glob``
@@ -55,13 +56,24 @@ def compare(base: Path, variant: Path) -> dict[str, Any]:
             reductions = [
                 r for c, a in reference_front if (r := _reduction(front, c, a)) is not None
             ]
+            # Only the base points within the variant front's size range: a variant whose
+            # smallest budget ends nearer that budget has no point as small as one that ended
+            # far under it, and is otherwise charged its smallest point's size there.
+            low, high = min(c for c, _ in front), max(c for c, _ in front)
+            shared = [
+                r
+                for c, a in reference_front
+                if low <= c <= high and (r := _reduction(front, c, a)) is not None
+            ]
             entry["seeds"][seed_dir.name] = {
                 "reduction": statistics.mean(reductions) if reductions else None,
                 "points_compared": len(reductions),
                 "points": len(reference_front),
+                "reduction_shared": statistics.mean(shared) if shared else None,
+                "points_shared": len(shared),
             }
     for entry in methods.values():
-        for key in ("accuracy_gain", "reduction"):
+        for key in ("accuracy_gain", "reduction", "reduction_shared"):
             values = [s[key] for s in entry["seeds"].values() if s.get(key) is not None]
             if values:
                 entry[f"mean_{key}"] = statistics.mean(values)
@@ -112,21 +124,29 @@ def rungs_markdown(rungs: dict[str, Any]) -> str:
 
 def markdown(methods: dict[str, Any]) -> str:
     lines = [
-        "| method | variant against base | per seed |",
-        "|---|---:|---|",
+        "| method | variant against base | per seed | within the variant's size range |",
+        "|---|---:|---|---:|",
     ]
+
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
     for method, entry in methods.items():
         seeds = entry["seeds"].values()
         if "mean_accuracy_gain" in entry:
             mean = f"{100 * entry['mean_accuracy_gain']:+.1f} pt accuracy"
             per = ", ".join(f"{100 * s['accuracy_gain']:+.1f}" for s in seeds)
+            shared = ""
         else:
             value = entry.get("mean_reduction")
             mean = "n/a" if value is None else f"{100 * value:.1f} % smaller"
-            per = ", ".join(
-                "n/a" if s["reduction"] is None else f"{100 * s['reduction']:.1f} %" for s in seeds
+            per = ", ".join(percent(s["reduction"]) for s in seeds)
+            shared = (
+                f"{percent(entry.get('mean_reduction_shared'))} smaller ("
+                + ", ".join(percent(s.get("reduction_shared")) for s in seeds)
+                + ")"
             )
-        lines.append(f"| {method} | {mean} | {per} |")
+        lines.append(f"| {method} | {mean} | {per} | {shared} |")
     return "\n".join(lines)
 
 

@@ -234,7 +234,8 @@ def test_run_recorded_with_a_boolean_weight_compensation_still_resumes(tmp_path:
 
 
 def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> None:
-    old = RunConfig(**{**TINY.to_dict(), "weight_range": "minmax"})  # the rule before the key
+    # the rules before the keys: min-max weight ranges, an undamped budget controller
+    old = RunConfig(**{**TINY.to_dict(), "weight_range": "minmax", "budget_damping": 0.0})
     run = Run(old, tmp_path / "run")
     run.prepare(resume=False)
     path = tmp_path / "run" / "config.json"
@@ -244,15 +245,17 @@ def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> N
     del stored["weight_range"]
     del stored["distill"]
     del stored["distill_temperature"]
+    del stored["budget_damping"]
     for phase in ("warmup", "search", "finetune"):
         del stored[phase]["lr_schedule"]
     path.write_text(json.dumps(stored))
     assert RunConfig.from_dict(stored).weight_range == "minmax"  # whatever today's default
+    assert RunConfig.from_dict(stored).budget_damping == 0.0  # they ran undamped
     Run(old, tmp_path / "run").prepare(resume=True)
     assert json.loads(path.read_text()) == old.to_dict()
-    if TINY.weight_range != "minmax":
-        with pytest.raises(ValueError, match="different configuration"):
-            Run(TINY, tmp_path / "run").prepare(resume=True)
+    assert TINY.budget_damping != 0.0  # today's default differs: resuming with it is refused
+    with pytest.raises(ValueError, match="different configuration"):
+        Run(TINY, tmp_path / "run").prepare(resume=True)
 
 
 def test_run_passes_the_weight_range_to_the_search_and_the_frozen_model(tmp_path: Path) -> None:

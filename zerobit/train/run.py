@@ -122,7 +122,8 @@ class RunConfig:
         budget_damping: With a target, how many steps ahead the controller extrapolates a
             falling cost (0: off): the strength stops growing once the cost is on its way to
             the budget, so small budgets are not overshot (see
-            :class:`zerobit.train.budget.StrengthController`).
+            :class:`zerobit.train.budget.StrengthController`). Configurations written before
+            the key read as 0, as they ran.
     """
 
     dataset: str = "fashion-mnist"
@@ -156,7 +157,7 @@ class RunConfig:
     distill: float = 0.0
     distill_temperature: float = 4.0
     weight_compensation: str = "initial"
-    budget_damping: float = 0.0
+    budget_damping: float = 20.0
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -226,8 +227,9 @@ class RunConfig:
 
 
 #: What a run configuration written before a key existed implies for it, where that differs
-#: from today's default: such runs ran with the paper's min-max weight ranges.
-LEGACY_VALUES: dict[str, Any] = {"weight_range": "minmax"}
+#: from today's default: such runs ran with the paper's min-max weight ranges and an undamped
+#: budget controller.
+LEGACY_VALUES: dict[str, Any] = {"weight_range": "minmax", "budget_damping": 0.0}
 
 
 def strength_at(config: RunConfig, progress: float) -> float:
