@@ -30,22 +30,23 @@ from _pareto import COST, FIXED, METRIC, _front, _reduction
 from zerobit.report import load_runs
 
 
-def _points(seed_dir: Path) -> dict[str, list[tuple[float, float]]]:
+def _points(seed_dir: Path, cost: str = COST) -> dict[str, list[tuple[float, float]]]:
     points: dict[str, list[tuple[float, float]]] = {}
     for run in load_runs(sorted(p.parent for p in seed_dir.glob("*/result.json"))):
         if run.name == "warmup" or run.path.name == "stage1":
             continue
-        points.setdefault(run.method, []).append((run.costs[COST], run.metric(METRIC)))
+        points.setdefault(run.method, []).append((run.costs[cost], run.metric(METRIC)))
     return points
 
 
-def compare(base: Path, variant: Path) -> dict[str, Any]:
-    """Per method: per-seed comparisons of ``variant``'s front against ``base``'s."""
+def compare(base: Path, variant: Path, cost: str = COST) -> dict[str, Any]:
+    """Per method: per-seed comparisons of ``variant``'s front against ``base``'s, in ``cost``
+    (a key of result.json's ``costs``)."""
     methods: dict[str, dict[str, Any]] = {}
     for seed_dir in sorted(variant.glob("seed-*")):
         if not (base / seed_dir.name).is_dir():
             continue
-        ours, theirs = _points(seed_dir), _points(base / seed_dir.name)
+        ours, theirs = _points(seed_dir, cost), _points(base / seed_dir.name, cost)
         for method in sorted(set(ours) & set(theirs)):
             entry = methods.setdefault(method, {"seeds": {}})
             if method in FIXED:
@@ -163,8 +164,14 @@ def main() -> None:
         default="joint-budget-*",
         help="with --rungs: the run folders compared (default: joint-budget-*)",
     )
+    parser.add_argument(
+        "--cost",
+        default=COST,
+        help=f"the cost the fronts are compared in, a key of result.json's costs (default: {COST}; "
+        "mpic_cycles or ne16_cycles for the hardware-aware benchmark)",
+    )
     args = parser.parse_args()
-    methods = compare(args.base, args.variant)
+    methods = compare(args.base, args.variant, args.cost)
     rungs = joint_rungs(args.base, args.variant, args.rung_glob) if args.rungs else None
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
