@@ -481,6 +481,12 @@ def main() -> None:
         if args.folders
         else sorted(p.parent for p in RESULTS.glob("pareto_*/summary.json"))
     )
+    missing = [f.name for f in folders if not (f / "summary.json").exists()]
+    if missing:
+        parser.error(
+            f"no benchmark summary in {', '.join(missing)} under {RESULTS} (--folders takes "
+            "space-separated folder names; rebuild a summary with the benchmark's --analyze-only)"
+        )
     extra = {"kws": fresh_kws(args.kws_fresh_size)} if args.kws_fresh_size else {}
     scorer = Scorer(checkpoint_index(RESULTS), extra)
     statuses = {}
