@@ -135,8 +135,9 @@ class StrengthController:
 
     - ``"argmax"``: the discrete cost of the current argmax architecture, the model the search
       would return now. Its choices move in steps and freeze as the temperature falls, so the
-      strength overshoots early and the search tends to end well under budget (15 to 55 % in
-      docs/benchmarks.md): the budget is met without the greedy step, but not all of it is used.
+      strength overshoots early and, undamped, the search tends to end well under budget (15 to
+      55 % under in docs/benchmarks.md): the budget is met without the greedy step, but not all
+      of it is used. ``damping`` (below) takes most of that overshoot away.
     - ``"expected"``: the differentiable cost of the current probabilities, which moves
       smoothly. The search ends closer to the budget (82 to 99 % of it in the benchmarks, the
       smallest keyword-spotting budget aside; the greedy step trims any excess), so more of a
