@@ -186,6 +186,30 @@ def test_damped_controller_resumes_its_trend_and_reads_older_checkpoints() -> No
         StrengthController(target, 1.0, damping=1.0, window=1)
 
 
+def test_damping_keeps_a_small_budget_from_collapsing(tmp_path: Path) -> None:
+    # A short search (123 steps) under a small budget: undamped, the strength overshoots and
+    # the search ends at a fraction of the budget with a near-chance model; damped, it ends
+    # over the budget, the greedy step trims it, and the model works.
+    results = {}
+    for damping in (0.0, 20.0):
+        config = RunConfig(
+            dataset="digits",
+            model="mlp",
+            act_bits=(8,),
+            target="size=600B",
+            budget_damping=damping,
+            warmup=PhaseConfig(3, batch_size=32),
+            search=PhaseConfig(3, batch_size=32),
+            finetune=PhaseConfig(1, batch_size=32),
+        )
+        results[damping] = Run(config, tmp_path / f"damping-{damping:g}").run()
+    undamped, damped = results[0.0], results[20.0]
+    assert undamped["budget"]["cost_after_search"] < 0.25 * undamped["budget"]["value"]
+    assert damped["budget"]["met"] and damped["costs"]["size_bytes"] <= 600
+    assert damped["costs"]["size_bytes"] > 2 * undamped["costs"]["size_bytes"]
+    assert damped["val_accuracy"] > undamped["val_accuracy"] + 0.3
+
+
 def test_greedy_fit_meets_the_budget_with_lower_bits_only() -> None:
     smodel = _smodel()
     with torch.no_grad():
