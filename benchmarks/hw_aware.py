@@ -48,27 +48,39 @@ FRACTIONS = {
 METRIC = "val_accuracy"
 
 
-def run_all(base: RunConfig, out: Path, reuse: Path | None = None) -> None:
+def run_all(
+    base: RunConfig,
+    out: Path,
+    reuse: Path | None = None,
+    drivers: Sequence[str] = tuple(DRIVERS),
+    ne16_cost: str = "ne16",
+) -> None:
     """Warm up once (or take the warm-up of the seed folder ``reuse``), then run every (driving
-    cost, budget) point."""
+    cost, budget) point of ``drivers``; with ``reuse``, the finished runs of the other drivers
+    are copied from it (without checkpoints). The NE16-driven searches use ``ne16_cost``."""
     if reuse is not None:
         source = reuse / "warmup" / "checkpoints" / "warmup.pt"
         target = out / "warmup" / "checkpoints" / "warmup.pt"
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
+        for run_dir in _expected(reuse):
+            driver = run_dir.name.split("-budget-")[0]
+            if driver not in drivers and not (out / run_dir.name).exists():
+                shutil.copytree(run_dir, out / run_dir.name, ignore=shutil.ignore_patterns("*.pt"))
     warm = Run(base, out / "warmup")
     warm.prepare(resume=True)
     warm.warm_up()
     shared = out / "warmup" / "checkpoints" / "warmup.pt"
-    for cost in DRIVERS:
-        config = replace(base, cost=cost, method=f"{cost}-driven")
+    for driver in drivers:
+        cost = ne16_cost if driver == "ne16" else driver
+        config = replace(base, cost=cost, method=f"{driver}-driven")
         smodel = Run(config, out / "warmup")._convert(warm.warm_up())
         reference = smodel.cost_references[cost]
-        for i, fraction in enumerate(FRACTIONS[cost]):
+        for i, fraction in enumerate(FRACTIONS[driver]):
             budget = fraction * reference
-            target = f"size={budget / 8:.0f}B" if cost == "size" else f"{cost}={budget:.6g}"
-            _run(replace(config, target=target), out / f"{cost}-budget-{i}", shared)
+            target = f"size={budget / 8:.0f}B" if cost == "size" else f"{driver}={budget:.6g}"
+            _run(replace(config, target=target), out / f"{driver}-budget-{i}", shared)
 
 
 def _expected(seed_dir: Path) -> list[Path]:
@@ -219,6 +231,18 @@ def main() -> None:
         help="a finished run of this benchmark whose warm-ups (seed-N/warmup) are taken instead "
         "of warming up again",
     )
+    parser.add_argument(
+        "--drivers",
+        default=",".join(DRIVERS),
+        help="comma-separated driving costs to run (with --reuse the others' runs are copied)",
+    )
+    parser.add_argument(
+        "--ne16-cost",
+        choices=("ne16", "ne16_soft"),
+        default="ne16",
+        help="the cost the NE16-driven searches minimize (ne16_soft: a partial channel block "
+        "priced by its fraction while counts are fractional; equal to ne16 on every final model)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--analyze-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hw_aware"))
@@ -226,6 +250,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warmup, search, finetune = (int(e) for e in args.epochs.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
+    drivers = [d for d in args.drivers.split(",") if d]
+    if set(drivers) - set(DRIVERS):
+        parser.error(f"--drivers must name some of {', '.join(DRIVERS)}, got {args.drivers!r}")
     base = RunConfig(
         dataset="fashion-mnist",
         model="resnet8",
@@ -240,7 +267,9 @@ def main() -> None:
     if not args.analyze_only:
         for seed in seeds:
             reuse = None if args.reuse is None else args.reuse / f"seed-{seed}"
-            run_all(replace(base, seed=seed), args.out / f"seed-{seed}", reuse)
+            run_all(
+                replace(base, seed=seed), args.out / f"seed-{seed}", reuse, drivers, args.ne16_cost
+            )
     summary = analyze(args.out, sorted(seeds))
     for key, value in summary["reductions"].items():
         print(f"{key}: own-cost front vs size-driven front: {value}")

@@ -74,6 +74,7 @@ def test_batched_twins_equal_the_per_layer_sum(data, count):
 def test_batched_ne16_equals_the_per_layer_sum(data, count):
     specs = [data.draw(layer(i, ((8,),))) for i in range(count)]
     _check_twin(get_cost("ne16"), specs)
+    _check_twin(get_cost("ne16_soft"), specs)
 
 
 def test_batched_ne16_is_exact_on_integer_counts():
@@ -86,6 +87,25 @@ def test_batched_ne16_is_exact_on_integer_counts():
     expected = sum(get_cost("ne16")(spec) for spec in specs)
     assert isinstance(expected, int)
     assert float(batched_cost(get_cost("ne16"))(LayerBatch.from_specs(specs))) == expected
+    # ne16_soft differs only on fractional counts: equal here, as ints, floats and tensors.
+    soft = get_cost("ne16_soft")
+    assert sum(soft(spec) for spec in specs) == expected
+    floats = [
+        LayerSpec(
+            s.name,
+            s.kind,
+            float(s.in_channels),
+            s.kernel_size,
+            s.output_size,
+            s.weight_bits,
+            tuple(torch.tensor(float(c)) for c in s.channels),
+            s.input_bits,
+            s.input_probs,
+        )
+        for s in specs
+    ]
+    assert float(sum(soft(spec) for spec in floats)) == expected
+    assert float(batched_cost(soft)(LayerBatch.from_specs(floats))) == expected
 
 
 def test_batched_table_names_the_layer_missing_an_entry():

@@ -2,12 +2,14 @@
 # Tests of the NE16 latency model: spec §4.4 vectors, a loop-level oracle, 1/N gradient slopes.
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zerobit.cost import LayerSpec, ne16, ne16_latency
+from zerobit.cost import LayerSpec, get_cost, ne16, ne16_latency
 from zerobit.cost.ne16 import ceil_div, floor_div, mod, ne16_kernel_passes, ne16_mode_latency
 
 
@@ -139,6 +141,31 @@ def test_mixed_precision_runs_one_sublayer_per_bit_width():
     # 8 bits, K_o = 40: one block of 32 (355) plus 8: 31 + 6 + (6 + 64) + 2 + (9 + 8) + 13 = 139.
     assert ne16(spec) == 127 + 355 + 139 == 621
     assert ne16(LayerSpec("off", "conv", 16, (3, 3), (3, 3), (0,), (4,), (8,), (1,))) == 0
+
+
+def test_soft_variant_prices_a_sliver_of_a_bit_width_by_its_fraction():
+    # 40 channels at 8 bits and a sliver eps of expected channels at 2 bits (as a layer has
+    # during the search at a low temperature). ne16 charges the 2-bit sub-layer a whole
+    # iteration for any eps > 0; ne16_soft charges eps times it, the first-order expectation,
+    # which vanishes with eps; both are ne16 at whole counts.
+    def spec(eps: float, grad: bool = False) -> LayerSpec:
+        counts = (torch.tensor(0.0), torch.tensor(eps, requires_grad=grad), torch.tensor(40.0))
+        return LayerSpec("sliver", "conv", 16, (3, 3), (3, 3), (0, 2, 8), counts, (8,), (1,))
+
+    soft = get_cost("ne16_soft")
+    whole = ne16(LayerSpec("whole", "conv", 16, (3, 3), (3, 3), (0, 2, 8), (0, 0, 40), (8,), (1,)))
+    assert whole == 355 + 139  # one block of 32 and a tail of 8, at 8 bits (above)
+
+    def iteration(eps: float) -> float:  # at 2 bits, one tile; NormQuant = 9 + cd(4 eps, 4)
+        return 31 + 6 + (6 + 2 * eps) + 2 + (9 + math.floor((4 * eps - 1) / 4) + 1) + 13
+
+    for eps in (0.3, 0.01, 1e-4):
+        assert float(ne16(spec(eps))) == pytest.approx(whole + iteration(eps))
+        assert float(soft(spec(eps))) == pytest.approx(whole + eps * iteration(eps))
+    assert float(soft(spec(1.0))) == float(ne16(spec(1.0))) == whole + iteration(1.0) == whole + 70
+    sliver = spec(0.3, grad=True)
+    (grad,) = torch.autograd.grad(soft(sliver), [sliver.channels[1]])
+    assert float(grad) > 0  # fewer expected 2-bit channels, fewer cycles
 
 
 # ---------------------------------------------------------------- gradients

@@ -93,9 +93,11 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
     space.add_argument(
         "--cost",
         default=defaults.cost,
-        choices=("size", "bitops", "macs", "mpic", "ne16", "flash", "ram"),
+        choices=("size", "bitops", "macs", "mpic", "ne16", "ne16_soft", "flash", "ram"),
         help="cost model driving the search; flash: bytes of the packed file, ram: the C "
-        f"runtime's activation arena (default: {defaults.cost})",
+        "runtime's activation arena; ne16_soft: NE16 cycles with a partial channel block priced "
+        "by its fraction while the search's channel counts are fractional (equal to ne16 on "
+        f"every final model) (default: {defaults.cost})",
     )
     space.add_argument(
         "--strength",

@@ -2,6 +2,7 @@
 # NE16 cost model: analytical latency of the GreenWaves/PULP NE16 accelerator, in cycles.
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -99,8 +100,18 @@ def mod(x: Number, divisor: int) -> Number:
     return x % divisor
 
 
-def _if_nonzero(condition: Number, value: Number) -> Number:
-    """Return ``value`` where ``condition != 0``, else 0, without a host sync for tensors."""
+def _if_nonzero(condition: Number, value: Number, soft: bool = False) -> Number:
+    """Return ``value`` where ``condition != 0``, else 0, without a host sync for tensors.
+
+    With ``soft``, a floating-point ``condition`` (a remainder of channels, >= 0) weights
+    ``value`` by ``min(condition, 1)`` instead: the same on whole counts, and for a fraction of a
+    channel the first-order expectation (a bit-width holding a total probability m < 1 is
+    present in a sampled architecture with probability about m), not a whole iteration.
+    """
+    if soft and isinstance(condition, torch.Tensor) and condition.is_floating_point():
+        return torch.clamp(condition, 0.0, 1.0) * value
+    if soft and isinstance(condition, float):
+        return min(max(condition, 0.0), 1.0) * value
     if isinstance(condition, torch.Tensor):
         value_tensor = torch.as_tensor(value)
         return torch.where(condition != 0, value_tensor, torch.zeros_like(value_tensor))
@@ -128,10 +139,12 @@ def ne16_mode_latency(
     in_channels: Number,
     weight_bits: int,
     mode: Mode,
+    soft: bool = False,
 ) -> Number:
     """Cycles of one NE16 pass over a whole layer in one mode (one 3×3 or 1×1 kernel slice).
 
-    Implements ``n_sp · (n_full · Iteration(K_b) + [r ≠ 0] · Iteration(r))`` of spec §4.4.
+    Implements ``n_sp · (n_full · Iteration(K_b) + [r ≠ 0] · Iteration(r))`` of spec §4.4;
+    with ``soft``, ``[r ≠ 0]`` is ``min(r, 1)`` for a fractional ``r`` (see ``ne16_soft``).
 
     Args:
         output_size: ``(H_o, W_o)``.
@@ -139,6 +152,7 @@ def ne16_mode_latency(
         in_channels: K_i, the input channels (unused in depthwise mode).
         weight_bits: Weight bit-width b, from 1 to 8.
         mode: ``"3x3"``, ``"1x1"`` or ``"depthwise"``.
+        soft: Weight the last, partial block by its fraction of a channel when below one.
 
     Returns:
         Cycles: an int for int channel counts, otherwise a float or a 0-dim tensor.
@@ -157,7 +171,7 @@ def ne16_mode_latency(
         output_size[1], OUTPUT_BUFFER[1]
     )
     body = full_blocks * _iteration(block, mode, weight_bits, input_blocks)
-    tail = _if_nonzero(remainder, _iteration(remainder, mode, weight_bits, input_blocks))
+    tail = _if_nonzero(remainder, _iteration(remainder, mode, weight_bits, input_blocks), soft)
     return tiles * (body + tail)
 
 
@@ -182,6 +196,7 @@ def ne16_latency(
     in_channels: Number,
     weight_bits: int,
     depthwise: bool = False,
+    soft: bool = False,
 ) -> Number:
     """NE16 cycles of one layer whose output channels all have ``weight_bits`` bits.
 
@@ -197,6 +212,7 @@ def ne16_latency(
         in_channels: K_i.
         weight_bits: Weight bit-width b, from 1 to 8.
         depthwise: Whether the layer is depthwise.
+        soft: See :func:`ne16_mode_latency`.
 
     Returns:
         Cycles: an int for int channel counts, otherwise a float or a 0-dim tensor.
@@ -215,7 +231,7 @@ def ne16_latency(
     for passes, mode in zip((passes_3x3, passes_1x1), modes):
         if passes:
             pass_latency = ne16_mode_latency(
-                output_size, out_channels, in_channels, weight_bits, mode
+                output_size, out_channels, in_channels, weight_bits, mode, soft
             )
             total = total + passes * pass_latency
     return total
@@ -250,7 +266,7 @@ def _as_2d(dims: tuple[int, ...]) -> tuple[int, int]:
     return padded[0], padded[1]
 
 
-def ne16_batched(batch: LayerBatch) -> torch.Tensor:
+def ne16_batched(batch: LayerBatch, soft: bool = False) -> torch.Tensor:
     """Batched :func:`ne16`: every (layer, non-zero bit-width) sub-layer priced at once.
 
     The same formulas as :func:`ne16_mode_latency`, evaluated elementwise on an
@@ -291,7 +307,7 @@ def ne16_batched(batch: LayerBatch) -> torch.Tensor:
         full_blocks = floor_div(channels, block)
         remainder = mod(channels, block)
         body = full_blocks * _iteration(block, mode, bits, input_blocks)
-        tail = _if_nonzero(remainder, _iteration(remainder, mode, bits, input_blocks))
+        tail = _if_nonzero(remainder, _iteration(remainder, mode, bits, input_blocks), soft)
         weight = torch.tensor(values, dtype=like.dtype).unsqueeze(1)
         total = total + weight * (body + tail)
     per_layer_tiles = torch.tensor(tiles, dtype=like.dtype).unsqueeze(1)
@@ -317,6 +333,30 @@ def ne16(spec: LayerSpec) -> Number:
         ValueError: For input activations other than 8 bits, weights above 8 bits, a grouped
             (non-depthwise) conv or a 3-d conv.
     """
+    return _ne16(spec, soft=False)
+
+
+@register_cost("ne16_soft", batched=functools.partial(ne16_batched, soft=True))
+def ne16_soft(spec: LayerSpec) -> Number:
+    """:func:`ne16` with the partial-block branch ``[r != 0]`` weighted by ``min(r, 1)``.
+
+    Equal to :func:`ne16` whenever the channel counts are whole (every discrete architecture,
+    so every reported cost and budget check). During the search the counts are expected
+    values: a bit-width that keeps a sliver of probability has a fractional remainder, which
+    :func:`ne16` charges a whole tile iteration for, so that cost stays above the argmax model's
+    at any temperature. ``ne16_soft`` charges that fraction of it, the first-order expectation
+    over sampled architectures, and lets the search see the saving of emptying a bit-width.
+
+    Args:
+        spec: As for :func:`ne16`.
+
+    Returns:
+        Cycles, as for :func:`ne16`.
+    """
+    return _ne16(spec, soft=True)
+
+
+def _ne16(spec: LayerSpec, soft: bool) -> Number:
     _check_layer(
         f"layer {spec.name!r}",
         spec.kind,
@@ -336,6 +376,7 @@ def ne16(spec: LayerSpec) -> Number:
                 spec.in_channels,
                 bits,
                 depthwise=spec.kind == "depthwise",
+                soft=soft,
             )
             total = total + latency
     return total

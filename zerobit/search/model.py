@@ -88,7 +88,7 @@ def _check_space_for_costs(terms: list[_CostTerm], group_bits, act_bits) -> None
                     f"the space also has weight bits {sorted(bad_w)} and activation bits "
                     f"{sorted(bad_a)}"
                 )
-        if term.name == "ne16" and all_act != {8}:
+        if term.name in ("ne16", "ne16_soft") and all_act != {8}:
             raise ValueError(
                 "the ne16 cost needs 8-bit activations everywhere: use act_bits=(8,) and "
                 f"input_bits=(8,) (the space has activation bits {sorted(all_act)})"

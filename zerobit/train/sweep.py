@@ -26,6 +26,7 @@ REPORT_COST = {
     "macs": "macs",
     "mpic": "mpic_cycles",
     "ne16": "ne16_cycles",
+    "ne16_soft": "ne16_cycles",
     "flash": "flash_bytes",
     "ram": "ram_bytes",
 }
