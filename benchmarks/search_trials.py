@@ -118,15 +118,8 @@ class _TrialController(StrengthController):
 
     trial = ""
 
-    def __init__(
-        self,
-        target: Any,
-        strength: float,
-        rate: float = 0.05,
-        signal: str = "argmax",
-        damping: float = 0.0,
-    ) -> None:
-        super().__init__(target, strength, rate, signal, damping)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # as StrengthController's
+        super().__init__(*args, **kwargs)
         self.start: float | None = None
         self.history: list[float] = []
 
