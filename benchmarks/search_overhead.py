@@ -6,11 +6,16 @@ For each model and cost model: the median over interleaved steps of
 (search step time) / (float step time). A float step is forward + backward + Adam step of the
 model with BatchNorm; a search step is forward + backward + both optimizer steps + cost of the
 converted model. The quartiles of the ratio show the spread: time on a quiet machine (the load
-average is printed and stored; other processes inflate both steps, the many small ops of the
-search step most). ``ZEROBIT_NATIVE=0`` measures the pure-torch quantizers instead of the native
-kernels; ``--weight-range mse`` the search with the MSE weight ranges. Run:
+average is printed and stored), and compare the ratios of one run, not across machine states (a
+slower float step, e.g. under load, lowers the ratio: the search's extra work is about fixed).
+``ZEROBIT_NATIVE=0`` measures the pure-torch quantizers instead of the native kernels;
+``--weight-range mse`` the search with the MSE weight ranges. ``--controller`` also
+times the budget controller's update after each search step (what a search under ``--target``
+adds; the pipeline calls it once per step), undamped and with ``--budget-damping 20``, the
+default: the damped one evaluates the expected cost besides the argmax one. Run:
 
-    python benchmarks/search_overhead.py --steps 50 --out benchmarks/results/search_overhead.json
+    python benchmarks/search_overhead.py --steps 100 --controller \
+        --out benchmarks/results/search_overhead.json
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from torch import nn
 import zerobit as zb
 from zerobit.models import DSCNN, ResNet8
 from zerobit.quant import _native
+from zerobit.train.budget import StrengthController, Target, discrete_cost
 
 CASES = {
     "resnet8": (lambda: ResNet8((1, 28, 28), 10), (1, 28, 28), 10),
@@ -57,7 +63,20 @@ def _search_step(smodel, opt, arch_opt, x, y) -> float:
     return time.perf_counter() - start
 
 
-def measure(name: str, cost: str, steps: int, batch: int, weight_range: str = "minmax") -> dict:
+def _update_time(controller: StrengthController, smodel) -> float:
+    start = time.perf_counter()
+    controller.update(smodel)
+    return time.perf_counter() - start
+
+
+def measure(
+    name: str,
+    cost: str,
+    steps: int,
+    batch: int,
+    weight_range: str = "minmax",
+    controller: bool = False,
+) -> dict:
     factory, shape, classes = CASES[name]
     torch.manual_seed(0)
     model = factory()
@@ -69,6 +88,13 @@ def measure(name: str, cost: str, steps: int, batch: int, weight_range: str = "m
     opt_f = torch.optim.Adam(float_model.parameters(), 1e-3)
     opt_s = torch.optim.Adam(smodel.weight_parameter_groups(), 1e-3)
     opt_a = torch.optim.SGD(smodel.arch_parameters(), 1e-2, momentum=0.9)
+    # Budgets at half the initial cost, in the cost model's unit, as a search under --target has.
+    target = Target(cost, 0.5 * discrete_cost(smodel, cost), "half")
+    controllers = {
+        "update_s": StrengthController(target, 0.5),
+        "update_damped_s": StrengthController(target, 0.5, damping=20.0),
+    }
+    updates: dict[str, list[float]] = {key: [] for key in controllers}
     for _ in range(3):  # warm caches and allocators
         _float_step(float_model, opt_f, x, y)
         _search_step(smodel, opt_s, opt_a, x, y)
@@ -76,6 +102,9 @@ def measure(name: str, cost: str, steps: int, batch: int, weight_range: str = "m
     for _ in range(steps):
         f = _float_step(float_model, opt_f, x, y)
         s = _search_step(smodel, opt_s, opt_a, x, y)
+        if controller:
+            for key, c in controllers.items():
+                updates[key].append(_update_time(c, smodel))
         floats.append(f)
         searches.append(s)
         ratios.append(s / f)
@@ -91,6 +120,7 @@ def measure(name: str, cost: str, steps: int, batch: int, weight_range: str = "m
         "ratio_p75": quartiles[2],
         "median_float_s": statistics.median(floats),
         "median_search_s": statistics.median(searches),
+        **{f"median_{key}": statistics.median(v) for key, v in updates.items() if v},
     }
 
 
@@ -102,6 +132,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(CASES))
     parser.add_argument("--costs", nargs="+", default=list(COSTS))
     parser.add_argument("--weight-range", choices=("minmax", "mse"), default="minmax")
+    parser.add_argument(
+        "--controller",
+        action="store_true",
+        help="also time the budget controller's update per step, undamped and damped",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw the plot of --out, measure nothing"
@@ -119,14 +154,20 @@ def main() -> None:
     results = []
     for name in args.models:
         for cost in args.costs:
-            r = measure(name, cost, args.steps, args.batch, args.weight_range)
+            r = measure(name, cost, args.steps, args.batch, args.weight_range, args.controller)
             results.append(r)
-            print(
+            line = (
                 f"{name:8s} {cost:7s} search/float = {r['median_ratio']:.2f}x "
                 f"[{r['ratio_p25']:.2f}, {r['ratio_p75']:.2f}] "
                 f"(float {1e3 * r['median_float_s']:.1f} ms, "
                 f"search {1e3 * r['median_search_s']:.1f} ms)"
             )
+            if args.controller:
+                line += (
+                    f"; controller update {1e3 * r['median_update_s']:.2f} ms, "
+                    f"damped {1e3 * r['median_update_damped_s']:.2f} ms"
+                )
+            print(line)
     load_after = os.getloadavg()[0]
     print(f"load average {load_after:.2f}")
     if args.out:
