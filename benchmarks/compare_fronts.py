@@ -8,8 +8,9 @@ front against the base front at iso-validation-accuracy (mean over the base fron
 the variant's front reaches; positive: the variant is smaller at equal accuracy; also over only
 the base points within the variant front's size range), and for
 single-point methods (w8a8, w4a8, w2a8) the accuracy difference. With ``--rungs``, also each
-joint budget's run side by side (size, validation accuracy and the share of its budget the
-final model uses, mean over the seeds both folders have; JSON key ``joint_rungs``); ``--rung-glob``
+joint budget's run side by side (size, validation accuracy, the share of its budget the final
+model uses and the searched model used before the greedy step, mean over the seeds both folders
+have, and the searches that ended over budget; JSON key ``joint_rungs``); ``--rung-glob``
 picks other budgeted runs (``"mpic-budget-*"`` in the hardware-aware benchmark, where the share
 is in the driving cost's unit). Writes JSON and prints Markdown tables. Run:
 
@@ -81,15 +82,20 @@ def compare(base: Path, variant: Path, cost: str = COST) -> dict[str, Any]:
     return methods
 
 
-def _budget_share(run_dir: Path) -> float:
-    """The final model's cost over its budget (``result.json``'s ``budget``)."""
+def _budget_use(run_dir: Path) -> list[float]:
+    """The final model's cost over its budget, the searched model's (before the greedy step) and
+    the greedy step's moves (``result.json``'s ``budget``)."""
     budget = json.loads((run_dir / "result.json").read_text())["budget"]
-    return float(budget["cost_final"] / budget["value"])
+    return [
+        float(budget["cost_final"] / budget["value"]),
+        float(budget["cost_after_search"] / budget["value"]),
+        float(budget["greedy_moves"]),
+    ]
 
 
 def joint_rungs(base: Path, variant: Path, pattern: str = "joint-budget-*") -> dict[str, Any]:
-    """Per budgeted run (folders matching ``pattern``): each folder's size, accuracy and share of
-    the budget used, by seed."""
+    """Per budgeted run (folders matching ``pattern``): each folder's size, accuracy, share of the
+    budget used, share at the end of the search and greedy moves, by seed."""
     rungs: dict[str, Any] = {}
     for seed_dir in sorted(variant.glob("seed-*")):
         for run_dir in sorted(seed_dir.glob(pattern)):
@@ -99,8 +105,8 @@ def joint_rungs(base: Path, variant: Path, pattern: str = "joint-budget-*") -> d
             (ours,), (theirs,) = load_runs([run_dir]), load_runs([other])
             entry = rungs.setdefault(run_dir.name, {"seeds": {}})
             entry["seeds"][seed_dir.name] = {
-                "base": [theirs.costs[COST], theirs.metric(METRIC), _budget_share(other)],
-                "variant": [ours.costs[COST], ours.metric(METRIC), _budget_share(run_dir)],
+                "base": [theirs.costs[COST], theirs.metric(METRIC), *_budget_use(other)],
+                "variant": [ours.costs[COST], ours.metric(METRIC), *_budget_use(run_dir)],
             }
     for entry in rungs.values():
         for side in ("base", "variant"):
@@ -110,15 +116,28 @@ def joint_rungs(base: Path, variant: Path, pattern: str = "joint-budget-*") -> d
 
 
 def rungs_markdown(rungs: dict[str, Any]) -> str:
+    """The rungs side by side; then, over every seed run, how many searches ended over their
+    budget (before the greedy step) and the greedy moves it took."""
     lines = [
-        "| run | seeds | base: size, val accuracy, budget used | variant: the same |",
+        "| run | seeds | base: size, val accuracy, budget used (after search) | variant: the same |",
         "|---|---:|---:|---:|",
     ]
     for name, entry in rungs.items():
-        (bs, ba, bu), (vs, va, vu) = entry["mean_base"], entry["mean_variant"]
+        cells = []
+        for side in ("base", "variant"):
+            size, accuracy, used, searched, _ = entry[f"mean_{side}"]
+            cells.append(
+                f"{size / 1000:.1f} kB, {100 * accuracy:.2f} %, {100 * used:.0f} % "
+                f"({100 * searched:.0f} %)"
+            )
+        lines.append(f"| {name} | {len(entry['seeds'])} | {cells[0]} | {cells[1]} |")
+    runs = [seed for entry in rungs.values() for seed in entry["seeds"].values()]
+    for side in ("base", "variant"):
+        over = sum(run[side][3] > 1 for run in runs)
+        moves = sum(run[side][4] for run in runs)
         lines.append(
-            f"| {name} | {len(entry['seeds'])} | {bs / 1000:.1f} kB, {100 * ba:.2f} %, "
-            f"{100 * bu:.0f} % | {vs / 1000:.1f} kB, {100 * va:.2f} %, {100 * vu:.0f} % |"
+            f"\n{side}: {over} of {len(runs)} searches ended over budget, "
+            f"{moves:.0f} greedy moves in all."
         )
     return "\n".join(lines)
 
