@@ -11,7 +11,8 @@
 // Build with -ffp-contract=off: a contracted `acc + w * code` would round once where torch
 // rounds twice.
 //
-// The per-candidate sums of the backward pass are accumulated in double, per fixed chunk of
+// The per-candidate sums of the backward pass are accumulated in double (the AVX2 float32 path:
+// in float32 vector lanes over each 512-element block, then in double), per fixed chunk of
 // elements and then over the chunks in order, so they do not depend on the number of threads.
 //
 // Weights (mixed_weight_quant), one output channel at a time, on one thread (weights are small):
@@ -166,10 +167,11 @@ inline void backward_element(
 }
 
 #if defined(__AVX2__) && defined(__FMA__)
-// The float32 block with AVX2 intrinsics: the compiler's vectorization of the generic loop moves
-// the d select past the float64 products and doubles them. Same values as backward_element:
-// maxps/minps are clamp_code, and g * code and g * d are exact in float64 (24 + 24 bits), so
-// fmadd_pd adds the same products as a multiply then an add.
+// The float32 block with AVX2 intrinsics. grad_x and the codes take the values of
+// backward_element (maxps/minps are clamp_code); the two sums are accumulated per vector lane in
+// float32 over the block (at most kBlock / 8 products per lane, each fused into its lane's sum)
+// and the lanes added in float64: the pure-torch path's sums are float32 dot products over far
+// longer slices, and the block is fixed, so the sums still do not depend on the thread count.
 template <bool kProbs, bool kClips, bool kGradX, bool kFirst>
 void backward_block_avx2(
     const float* x,
@@ -183,10 +185,8 @@ void backward_block_avx2(
   const __m256 low = _mm256_set1_ps(c.low);
   const __m256 high = _mm256_set1_ps(c.high);
   const __m256 factor = _mm256_set1_ps(c.factor);
-  __m256d codes_low = _mm256_setzero_pd();
-  __m256d codes_high = _mm256_setzero_pd();
-  __m256d d_low = _mm256_setzero_pd();
-  __m256d d_high = _mm256_setzero_pd();
+  __m256 codes_lanes = _mm256_setzero_ps();
+  __m256 d_lanes = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= size; i += 8) {
     const __m256 gradient = _mm256_loadu_ps(g + i);
@@ -196,16 +196,12 @@ void backward_block_avx2(
     if constexpr (kProbs || kClips) {
       const __m256 code = _mm256_round_ps(
           _mm256_min_ps(high, _mm256_max_ps(low, u)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      const __m256d g_low = _mm256_cvtps_pd(_mm256_castps256_ps128(gradient));
-      const __m256d g_high = _mm256_cvtps_pd(_mm256_extractf128_ps(gradient, 1));
       if constexpr (kProbs) {
-        codes_low = _mm256_fmadd_pd(g_low, _mm256_cvtps_pd(_mm256_castps256_ps128(code)), codes_low);
-        codes_high = _mm256_fmadd_pd(g_high, _mm256_cvtps_pd(_mm256_extractf128_ps(code, 1)), codes_high);
+        codes_lanes = _mm256_fmadd_ps(gradient, code, codes_lanes);
       }
       if constexpr (kClips) {
         const __m256 d = _mm256_sub_ps(code, _mm256_and_ps(u, inside));
-        d_low = _mm256_fmadd_pd(g_low, _mm256_cvtps_pd(_mm256_castps256_ps128(d)), d_low);
-        d_high = _mm256_fmadd_pd(g_high, _mm256_cvtps_pd(_mm256_extractf128_ps(d, 1)), d_high);
+        d_lanes = _mm256_fmadd_ps(gradient, d, d_lanes);
       }
     }
     if constexpr (kGradX) {
@@ -217,16 +213,14 @@ void backward_block_avx2(
       }
     }
   }
-  alignas(32) double lanes[2][8];
-  _mm256_store_pd(lanes[0], codes_low);
-  _mm256_store_pd(lanes[0] + 4, codes_high);
-  _mm256_store_pd(lanes[1], d_low);
-  _mm256_store_pd(lanes[1] + 4, d_high);
+  alignas(32) float lanes[2][8];
+  _mm256_store_ps(lanes[0], codes_lanes);
+  _mm256_store_ps(lanes[1], d_lanes);
   double codes_total = 0.0;
   double d_total = 0.0;
   for (int lane = 0; lane < 8; ++lane) {
-    codes_total += lanes[0][lane];
-    d_total += lanes[1][lane];
+    codes_total += static_cast<double>(lanes[0][lane]);
+    d_total += static_cast<double>(lanes[1][lane]);
   }
   for (; i < size; ++i) {
     backward_element<float, kProbs, kClips, kGradX, kFirst>(

@@ -1,0 +1,122 @@
+# SPDX-License-Identifier: Apache-2.0
+# The native kernels of two revisions side by side: one process, interleaved search steps.
+"""Compare the native quantizer kernels of another git revision with the working tree's.
+
+Builds ``zerobit/quant/csrc/ste.cpp`` as it is at ``--base`` and as it is now (the same flags
+and cache as the first-use build), then, in one process and one model, interleaves a float step,
+a search step on the base kernels and a search step on the current ones (the library is swapped
+between steps; everything else is shared: model, batch, optimizers). Reports per case the median
+search/float ratio of each and the median of the paired current/base step-time ratio, which a
+machine's drift between steps cancels out of. A kernel change's speed-up is read from that
+paired ratio, never from two runs of ``search_overhead.py``. Run:
+
+    python benchmarks/kernel_ab.py --base 1ac8278 --steps 60 \
+        --out benchmarks/results/kernel_ab.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from search_overhead import CASES, _float_step, _search_step
+
+import zerobit as zb
+from zerobit.quant import _native
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = "zerobit/quant/csrc/ste.cpp"
+
+
+def load_kernels(source: Path) -> ctypes.CDLL:
+    """Build (or take from the cache) the kernels of ``source``; return the declared library."""
+    saved = _native._SOURCE
+    _native._SOURCE = source
+    try:
+        return _native._declare(ctypes.CDLL(str(_native._build())))
+    finally:
+        _native._SOURCE = saved
+
+
+def measure(case: str, cost: str, kernels: dict[str, ctypes.CDLL], steps: int) -> dict:
+    factory, shape, classes = CASES[case]
+    torch.manual_seed(0)
+    x, y = torch.rand(128, *shape), torch.randint(0, classes, (128,))
+    act = (8,) if cost == "ne16" else (2, 4, 8)
+    smodel = zb.convert(factory(), x, zb.SearchSpace((0, 2, 4, 8), act), cost=cost).train()
+    float_model = factory().train()
+    opt_f = torch.optim.Adam(float_model.parameters(), 1e-3)
+    opt_s = torch.optim.Adam(smodel.weight_parameter_groups(), 1e-3)
+    opt_a = torch.optim.SGD(smodel.arch_parameters(), 1e-2, momentum=0.9)
+
+    def search(name: str) -> float:
+        _native._library = kernels[name]
+        return _search_step(smodel, opt_s, opt_a, x, y)
+
+    for _ in range(3):  # warm caches and allocators
+        _float_step(float_model, opt_f, x, y)
+        for name in kernels:
+            search(name)
+    times: dict[str, list[float]] = {name: [] for name in kernels}
+    floats = []
+    for _ in range(steps):
+        floats.append(_float_step(float_model, opt_f, x, y))
+        for name in kernels:
+            times[name].append(search(name))
+    paired = [new / old for old, new in zip(times["base"], times["current"])]
+    return {
+        "model": case,
+        "cost": cost,
+        "steps": steps,
+        **{f"median_ratio_{name}": statistics.median(t / f for t, f in zip(v, floats))
+           for name, v in times.items()},
+        "median_current_over_base": statistics.median(paired),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--base", required=True, help="git revision whose kernels are the base")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--costs", nargs="+", default=["size", "ne16"])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    git = ["git", "-C", str(ROOT)]
+    base = subprocess.run(
+        [*git, "rev-parse", "--short", args.base], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    base_text = subprocess.run(
+        [*git, "show", f"{base}:{SOURCE}"], check=True, capture_output=True
+    ).stdout
+    with tempfile.TemporaryDirectory() as scratch:
+        base_source = Path(scratch) / "ste.cpp"
+        base_source.write_bytes(base_text)
+        kernels = {"base": load_kernels(base_source), "current": load_kernels(ROOT / SOURCE)}
+    _native._tried = True  # the swapped libraries stand in for the first-use load
+    results = []
+    for case in args.models:
+        for cost in args.costs:
+            r = measure(case, cost, kernels, args.steps)
+            results.append(r)
+            print(
+                f"{case:8s} {cost:5s} search/float: base {r['median_ratio_base']:.3f}x, "
+                f"current {r['median_ratio_current']:.3f}x; current/base step "
+                f"{r['median_current_over_base']:.3f}"
+            )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        summary = {"base": base, "threads": args.threads, "results": results}
+        args.out.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
