@@ -20,7 +20,7 @@ from zerobit.train.budget import (
     parse_target,
 )
 from zerobit.train.loop import PhaseConfig
-from zerobit.train.run import Run, RunConfig
+from zerobit.train.run import DEFAULT_BUDGET_DAMPING, Run, RunConfig
 
 
 @pytest.mark.parametrize(
@@ -186,6 +186,20 @@ def test_damped_controller_resumes_its_trend_and_reads_older_checkpoints() -> No
         StrengthController(target, 1.0, damping=1.0, window=1)
 
 
+def test_default_damping_is_20_steps_and_off_for_ne16_targets() -> None:
+    assert RunConfig().budget_damping is None
+    for target in (None, "size=4kB", "flash=32KiB", "bitops=1e6", "mpic=2e6"):
+        assert RunConfig(target=target).controller_damping() == DEFAULT_BUDGET_DAMPING == 20.0
+    assert RunConfig(target="ne16=1e5", act_bits=(8,)).controller_damping() == 0.0
+    # A value the user gives is taken as given, for NE16 too.
+    assert RunConfig(target="ne16=1e5", budget_damping=5).controller_damping() == 5.0
+    assert RunConfig(target="size=4kB", budget_damping=0).controller_damping() == 0.0
+    # A configuration written before the key ran undamped, and still reads so.
+    stored = RunConfig(target="size=4kB").to_dict()
+    del stored["budget_damping"]
+    assert RunConfig.from_dict(stored).controller_damping() == 0.0
+
+
 def test_damping_keeps_a_small_budget_from_collapsing(tmp_path: Path) -> None:
     # A short search (123 steps) under a small budget: undamped, the strength overshoots and
     # the search ends at a fraction of the budget with a near-chance model; damped, it ends
@@ -270,9 +284,9 @@ def test_run_meets_a_flash_budget(tmp_path: Path) -> None:
     assert result["costs_all_8bit"]["flash_bytes"] > 24_000
 
 
-@pytest.mark.parametrize("signal,damping", [("argmax", 0.0), ("expected", 0.0), ("argmax", 20.0)])
+@pytest.mark.parametrize("signal,damping", [("argmax", 0.0), ("expected", 0.0), ("argmax", None)])
 def test_run_meets_its_budget_and_refuses_an_impossible_one(
-    tmp_path: Path, signal: str, damping: float
+    tmp_path: Path, signal: str, damping: float | None
 ) -> None:
     base = dict(
         dataset="digits",
@@ -287,7 +301,7 @@ def test_run_meets_its_budget_and_refuses_an_impossible_one(
     run = Run(config, tmp_path / "fits")
     result = run.run()
     assert run._extra["controller"].signal == signal
-    assert run._extra["controller"].damping == damping
+    assert run._extra["controller"].damping == (20.0 if damping is None else damping)
     assert result["budget"]["met"] and result["costs"]["size_bytes"] <= 4000
     assert result["budget"]["cost_final"] == result["costs"]["size_bits"]
     # Each search epoch logs the argmax architecture's cost in the target's unit: after the last,

@@ -135,7 +135,8 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         help="with --target, compare the budget with the cost extrapolated this many steps "
         "ahead while it falls, so that the strength stops growing once the model is on its way "
         "to the budget (small budgets are otherwise overshot: the search ends far under them) "
-        f"(0: off; default: {defaults.budget_damping:g})",
+        f"(0: off; default: {defaults.controller_damping():g}, 0 with an ne16 target, where "
+        "damping measured worse)",
     )
     space.add_argument(
         "--detach-input-channels",

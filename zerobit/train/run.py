@@ -122,8 +122,10 @@ class RunConfig:
         budget_damping: With a target, how many steps ahead the controller extrapolates a
             falling cost (0: off): the strength stops growing once the cost is on its way to
             the budget, so small budgets are not overshot (see
-            :class:`zerobit.train.budget.StrengthController`). Configurations written before
-            the key read as 0, as they ran.
+            :class:`zerobit.train.budget.StrengthController`). None (the default): 20 steps,
+            0 for NE16 targets, whose searches measured worse damped
+            (:meth:`controller_damping`). Configurations written before the key read as 0, as
+            they ran.
     """
 
     dataset: str = "fashion-mnist"
@@ -157,7 +159,7 @@ class RunConfig:
     distill: float = 0.0
     distill_temperature: float = 4.0
     weight_compensation: str = "initial"
-    budget_damping: float = 20.0
+    budget_damping: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -186,10 +188,21 @@ class RunConfig:
             raise ValueError(
                 f"budget_signal must be one of {BUDGET_SIGNALS}, got {self.budget_signal!r}"
             )
-        if not (self.budget_damping >= 0 and math.isfinite(self.budget_damping)):
-            raise ValueError(
-                f"budget_damping must be a finite number >= 0, got {self.budget_damping}"
-            )
+        damping = self.budget_damping
+        if damping is not None and not (damping >= 0 and math.isfinite(damping)):
+            raise ValueError(f"budget_damping must be a finite number >= 0, got {damping}")
+
+    def controller_damping(self) -> float:
+        """Return the budget controller's damping in steps.
+
+        ``budget_damping`` when set; else :data:`DEFAULT_BUDGET_DAMPING`, or 0 for a target on
+        a cost in :data:`UNDAMPED_TARGETS`.
+        """
+        if self.budget_damping is not None:
+            return float(self.budget_damping)
+        if self.target is not None and parse_target(self.target).cost in UNDAMPED_TARGETS:
+            return 0.0
+        return DEFAULT_BUDGET_DAMPING
 
     def space(self) -> SearchSpace:
         """Return the search space of this run."""
@@ -225,6 +238,12 @@ class RunConfig:
             raise ValueError(f"unknown run configuration keys {sorted(unknown)}")
         return cls(**{**LEGACY_VALUES, **data})
 
+
+#: The budget controller's damping (steps) when a configuration leaves it unset.
+DEFAULT_BUDGET_DAMPING = 20.0
+#: Target costs whose budgeted searches measured worse damped (NE16: 3 seeds of the
+#: hardware-aware benchmark, docs/benchmarks.md "Budget controller damping"): undamped by default.
+UNDAMPED_TARGETS = frozenset({"ne16"})
 
 #: What a run configuration written before a key existed implies for it, where that differs
 #: from today's default: such runs ran with the paper's min-max weight ranges and an undamped
@@ -652,7 +671,7 @@ class Run:
         if target is not None:
             _check_reachable(smodel, target)
             controller = self._extra["controller"] = StrengthController(
-                target, c.strength, signal=c.budget_signal, damping=c.budget_damping
+                target, c.strength, signal=c.budget_signal, damping=c.controller_damping()
             )
         state = self._restore(smodel, optimizers, self._checkpoint("search"))
         net = distributed.data_parallel(smodel, self.context)
