@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -256,6 +257,20 @@ def test_run_made_before_a_config_key_existed_still_resumes(tmp_path: Path) -> N
     assert TINY.budget_damping != 0.0  # today's default differs: resuming with it is refused
     with pytest.raises(ValueError, match="different configuration"):
         Run(TINY, tmp_path / "run").prepare(resume=True)
+
+
+def test_run_resumes_when_a_default_it_wrote_out_is_now_left_unset(tmp_path: Path) -> None:
+    # Runs written while the damping default was a number (20) resume under today's unset
+    # default, which resolves to the same 20 steps; a different value is still refused.
+    for target, written in (("size=2kB", 20.0), ("ne16=1e5", 0.0)):
+        config = replace(TINY, target=target, act_bits=(8,))
+        assert config.budget_damping is None and config.controller_damping() == written
+        out = tmp_path / target.split("=")[0]
+        Run(replace(config, budget_damping=written), out).prepare(resume=False)
+        Run(config, out).prepare(resume=True)
+        other = replace(config, budget_damping=written + 5)
+        with pytest.raises(ValueError, match="different configuration"):
+            Run(other, out).prepare(resume=True)
 
 
 def test_run_passes_the_weight_range_to_the_search_and_the_frozen_model(tmp_path: Path) -> None:

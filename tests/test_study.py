@@ -224,3 +224,18 @@ def test_a_study_starts_from_an_earlier_runs_warm_up(tmp_path: Path) -> None:
     copied = torch.load(out / "warmup" / "checkpoints" / "warmup.pt", weights_only=True)
     assert copied["source"] == str((tmp_path / "earlier").resolve())
     assert not (out / "warmup" / "metrics.jsonl").exists()  # no warm-up epoch was trained
+
+
+def test_a_study_planned_with_a_default_written_out_is_the_same_sweep(tmp_path: Path) -> None:
+    # Planned while the damping default was the number 20, rejoined under today's unset default
+    # (which resolves to 20 steps): the same sweep. Another value is another sweep.
+    from dataclasses import replace
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    out = tmp_path / "sweep"
+    first = create_study(replace(CONFIG, budget_damping=20.0), out, url, "s", strengths=STRENGTHS)
+    assert CONFIG.budget_damping is None
+    again = create_study(CONFIG, out, url, "s", strengths=STRENGTHS)
+    assert again.study_name == first.study_name == "s"
+    with pytest.raises(ValueError, match="another sweep|different configuration"):
+        create_study(replace(CONFIG, budget_damping=7.0), out, url, "s", strengths=STRENGTHS)

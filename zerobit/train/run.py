@@ -192,6 +192,14 @@ class RunConfig:
         if damping is not None and not (damping >= 0 and math.isfinite(damping)):
             raise ValueError(f"budget_damping must be a finite number >= 0, got {damping}")
 
+    def resolved(self) -> RunConfig:
+        """Return this configuration with its defaults that depend on others made explicit.
+
+        Two configurations that resolve equal run the same: a run written with
+        ``budget_damping=20`` resumes under a configuration that leaves it to the default.
+        """
+        return replace(self, budget_damping=self.controller_damping())
+
     def controller_damping(self) -> float:
         """Return the budget controller's damping in steps.
 
@@ -374,7 +382,7 @@ class Run:
         if config_path.exists():
             # Through from_dict, so that keys added since the run was made take their defaults.
             stored = RunConfig.from_dict(json.loads(config_path.read_text()))
-            if stored != self.config:
+            if stored.resolved() != self.config.resolved():
                 raise ValueError(
                     f"{self.out} holds a run with a different configuration; use another --out "
                     "or resume it with its own configuration"

@@ -134,7 +134,7 @@ def create_study(
             )
         attrs = study.user_attrs
         if MARKER in attrs:
-            if attrs["points"] != planned:
+            if _resolved(attrs["points"]) != _resolved(planned):
                 raise ValueError(
                     f"study {name!r} in {_shown(url)} holds another sweep; give another --study"
                 )
@@ -152,6 +152,14 @@ def create_study(
             study.enqueue_trial({"point": index}, user_attrs={"name": point})
         study.set_user_attr(MARKER, __version__)  # last: the study is complete from here on
     return study
+
+
+def _resolved(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return planned points with their configurations resolved (:meth:`RunConfig.resolved`).
+
+    A study planned while a default was written out is the same sweep once that default is unset.
+    """
+    return [{**p, "config": RunConfig.from_dict(p["config"]).resolved().to_dict()} for p in points]
 
 
 def work(
