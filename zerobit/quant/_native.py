@@ -251,7 +251,9 @@ def act_backward(
         ``(grad_x, sums)``: ``grad_x`` contiguous, shaped like ``x`` (None unless ``needs[0]``);
         ``sums`` float64 (Q, 2), per candidate ``sum g * codes_q`` and ``sum g * d_q``, 0 where
         not needed (``d_q`` and the zero-probability rule of
-        :func:`zerobit.quant.mixed_act_quant`), accumulated in float64.
+        :func:`zerobit.quant.mixed_act_quant`), accumulated in float64 (float32 input on AVX2:
+        in float32 vector lanes per 512-element block, the blocks in float64), in an order that
+        does not depend on the thread count.
 
     Raises:
         ValueError: If ``grad`` does not match ``x``.
