@@ -119,7 +119,8 @@ def rungs_markdown(rungs: dict[str, Any]) -> str:
     """The rungs side by side; then, over every seed run, how many searches ended over their
     budget (before the greedy step) and the greedy moves it took."""
     lines = [
-        "| run | seeds | base: size, val accuracy, budget used (after search) | variant: the same |",
+        "| run | seeds | base: size, val accuracy, budget used (after search) "
+        "| variant: the same |",
         "|---|---:|---:|---:|",
     ]
     for name, entry in rungs.items():
