@@ -10,7 +10,7 @@ search/float ratio of each and the median of the paired current/base step-time r
 machine's drift between steps cancels out of. A kernel change's speed-up is read from that
 paired ratio, never from two runs of ``search_overhead.py``. Run:
 
-    python benchmarks/kernel_ab.py --base 1ac8278 --steps 60 \
+    python benchmarks/kernel_ab.py --base ed1624a --steps 100 --costs size bitops mpic ne16 \
         --out benchmarks/results/kernel_ab.json
 """
 
@@ -25,9 +25,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from search_overhead import CASES, _float_step, _search_step
+from search_overhead import CASES, _float_step, _search_step, setup
 
-import zerobit as zb
 from zerobit.quant import _native
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,15 +44,7 @@ def load_kernels(source: Path) -> ctypes.CDLL:
 
 
 def measure(case: str, cost: str, kernels: dict[str, ctypes.CDLL], steps: int) -> dict:
-    factory, shape, classes = CASES[case]
-    torch.manual_seed(0)
-    x, y = torch.rand(128, *shape), torch.randint(0, classes, (128,))
-    act = (8,) if cost == "ne16" else (2, 4, 8)
-    smodel = zb.convert(factory(), x, zb.SearchSpace((0, 2, 4, 8), act), cost=cost).train()
-    float_model = factory().train()
-    opt_f = torch.optim.Adam(float_model.parameters(), 1e-3)
-    opt_s = torch.optim.Adam(smodel.weight_parameter_groups(), 1e-3)
-    opt_a = torch.optim.SGD(smodel.arch_parameters(), 1e-2, momentum=0.9)
+    x, y, smodel, float_model, opt_f, opt_s, opt_a = setup(case, cost)
 
     def search(name: str) -> float:
         _native._library = kernels[name]

@@ -69,14 +69,12 @@ def _update_time(controller: StrengthController, smodel) -> float:
     return time.perf_counter() - start
 
 
-def measure(
-    name: str,
-    cost: str,
-    steps: int,
-    batch: int,
-    weight_range: str = "minmax",
-    controller: bool = False,
-) -> dict:
+def setup(name: str, cost: str, batch: int = 128, weight_range: str = "minmax") -> tuple:
+    """The case's batch, search model, float model and their optimizers, seeded.
+
+    Returns:
+        ``(x, y, smodel, float_model, opt_float, opt_weights, opt_arch)``.
+    """
     factory, shape, classes = CASES[name]
     torch.manual_seed(0)
     model = factory()
@@ -88,12 +86,26 @@ def measure(
     opt_f = torch.optim.Adam(float_model.parameters(), 1e-3)
     opt_s = torch.optim.Adam(smodel.weight_parameter_groups(), 1e-3)
     opt_a = torch.optim.SGD(smodel.arch_parameters(), 1e-2, momentum=0.9)
-    # Budgets at half the initial cost, in the cost model's unit, as a search under --target has.
-    target = Target(cost, 0.5 * discrete_cost(smodel, cost), "half")
-    controllers = {
-        "update_s": StrengthController(target, 0.5),
-        "update_damped_s": StrengthController(target, 0.5, damping=20.0),
-    }
+    return x, y, smodel, float_model, opt_f, opt_s, opt_a
+
+
+def measure(
+    name: str,
+    cost: str,
+    steps: int,
+    batch: int,
+    weight_range: str = "minmax",
+    controller: bool = False,
+) -> dict:
+    x, y, smodel, float_model, opt_f, opt_s, opt_a = setup(name, cost, batch, weight_range)
+    controllers = {}
+    if controller:
+        # A budget at half the initial cost, in the cost model's unit, as under --target.
+        target = Target(cost, 0.5 * discrete_cost(smodel, cost), "half")
+        controllers = {
+            "update_s": StrengthController(target, 0.5),
+            "update_damped_s": StrengthController(target, 0.5, damping=20.0),
+        }
     updates: dict[str, list[float]] = {key: [] for key in controllers}
     for _ in range(3):  # warm caches and allocators
         _float_step(float_model, opt_f, x, y)
@@ -102,9 +114,8 @@ def measure(
     for _ in range(steps):
         f = _float_step(float_model, opt_f, x, y)
         s = _search_step(smodel, opt_s, opt_a, x, y)
-        if controller:
-            for key, c in controllers.items():
-                updates[key].append(_update_time(c, smodel))
+        for key, c in controllers.items():
+            updates[key].append(_update_time(c, smodel))
         floats.append(f)
         searches.append(s)
         ratios.append(s / f)
