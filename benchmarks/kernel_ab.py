@@ -8,7 +8,8 @@ a search step on the base kernels and a search step on the current ones (the lib
 between steps; everything else is shared: model, batch, optimizers). Reports per case the median
 search/float ratio of each and the median of the paired current/base step-time ratio, which a
 machine's drift between steps cancels out of. A kernel change's speed-up is read from that
-paired ratio, never from two runs of ``search_overhead.py``. Run:
+paired ratio, never from two runs of ``search_overhead.py``. Then one activation mixture's
+forward and backward alone, each library in turn (``--mixture-shape``). Run:
 
     python benchmarks/kernel_ab.py --base ed1624a --steps 100 --costs size bitops mpic ne16 \
         --out benchmarks/results/kernel_ab.json
@@ -22,12 +23,14 @@ import json
 import statistics
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 from search_overhead import CASES, _float_step, _search_step, setup
 
 from zerobit.quant import _native
+from zerobit.quant.ste import mixed_act_quant
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = "zerobit/quant/csrc/ste.cpp"
@@ -71,6 +74,35 @@ def measure(case: str, cost: str, kernels: dict[str, ctypes.CDLL], steps: int) -
     }  # fmt: skip
 
 
+def measure_mixture(shape: tuple[int, ...], kernels: dict[str, ctypes.CDLL], calls: int) -> dict:
+    """Forward and backward of one activation mixture of three candidates (2, 4, 8 bits, as
+    after a ReLU) on a tensor of ``shape``, each library in turn; the fastest and the median."""
+    torch.manual_seed(0)
+    x = torch.randn(shape).relu_().requires_grad_()
+    clips = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    probs = torch.tensor([0.2, 0.3, 0.5], requires_grad=True)
+    grad = torch.randn(shape)
+    times: dict[str, dict[str, list[float]]] = {n: {"forward": [], "backward": []} for n in kernels}
+    for call in range(calls + 3):  # three to warm up
+        for name in kernels:
+            _native._library = kernels[name]
+            start = time.perf_counter()
+            y = mixed_act_quant(x, clips, probs, (2, 4, 8), False)
+            middle = time.perf_counter()
+            torch.autograd.grad(y, (x, clips, probs), grad)
+            end = time.perf_counter()
+            if call >= 3:
+                times[name]["forward"].append(middle - start)
+                times[name]["backward"].append(end - middle)
+    return {
+        "shape": list(shape),
+        "calls": calls,
+        **{f"{direction}_{stat}_s_{name}": f(v[direction])
+           for name, v in times.items() for direction in ("forward", "backward")
+           for stat, f in (("min", min), ("median", statistics.median))},
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--base", required=True, help="git revision whose kernels are the base")
@@ -78,6 +110,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--costs", nargs="+", default=["size", "ne16"])
+    parser.add_argument(
+        "--mixture-shape",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=(128, 16, 28, 28),
+        help="also time one activation mixture's forward and backward on a tensor of this "
+        "shape (comma-separated; the largest of ResNet-8's)",
+    )
+    parser.add_argument("--mixture-calls", type=int, default=60)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -103,9 +143,19 @@ def main() -> None:
                 f"current {r['median_ratio_current']:.3f}x; current/base step "
                 f"{r['median_current_over_base']:.3f}"
             )
+    mixture = measure_mixture(args.mixture_shape, kernels, args.mixture_calls)
+    for direction in ("forward", "backward"):
+        print(
+            f"mixture {direction} {mixture['shape']}: "
+            + ", ".join(
+                f"{name} fastest {1e3 * mixture[f'{direction}_min_s_{name}']:.3f} ms, "
+                f"median {1e3 * mixture[f'{direction}_median_s_{name}']:.3f} ms"
+                for name in kernels
+            )
+        )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"base": base, "threads": args.threads, "results": results}
+        summary = {"base": base, "threads": args.threads, "results": results, "mixture": mixture}
         args.out.write_text(json.dumps(summary, indent=2))
 
 

@@ -135,6 +135,28 @@ def measure(
     }
 
 
+def profile(name: str, cost: str, batch: int, steps: int = 10) -> None:
+    """Print where the time of a float step and of a search step goes (``torch.profiler``)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    x, y, smodel, float_model, opt_f, opt_s, opt_a = setup(name, cost, batch)
+    steps_of = {
+        "float": lambda: _float_step(float_model, opt_f, x, y),
+        "search": lambda: _search_step(smodel, opt_s, opt_a, x, y),
+    }
+    for kind, step in steps_of.items():
+        for _ in range(3):
+            step()
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events) / steps / 1e3
+        print(f"{name} {cost} {kind} step: {total:.1f} ms of CPU per profiled step")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--steps", type=int, default=50)
@@ -148,6 +170,11 @@ def main() -> None:
         action="store_true",
         help="also time the budget controller's update per step, undamped and damped",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="print torch.profiler's breakdown of both steps per case instead of timing them",
+    )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw the plot of --out, measure nothing"
@@ -159,6 +186,11 @@ def main() -> None:
         plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
         return
     torch.set_num_threads(args.threads)
+    if args.profile:
+        for name in args.models:
+            for cost in args.costs:
+                profile(name, cost, args.batch)
+        return
     native = _native.available()  # builds the kernels now, outside the timed steps
     load_before = os.getloadavg()[0]
     print(f"native kernels: {native}; load average {load_before:.2f}")
