@@ -225,6 +225,13 @@ def main() -> None:
         "`zerobit search --help`; 0: off, as the benchmark ran)",
     )
     parser.add_argument(
+        "--budget-rate",
+        type=float,
+        default=0.05,
+        help="every search's budget controller gain per step (see `zerobit search --help`; "
+        "0.05, as the benchmark ran)",
+    )
+    parser.add_argument(
         "--reuse",
         type=Path,
         default=None,
@@ -263,6 +270,7 @@ def main() -> None:
         search=PhaseConfig(search),
         finetune=PhaseConfig(finetune),
         budget_damping=args.budget_damping,
+        budget_rate=args.budget_rate,
     )
     if not args.analyze_only:
         for seed in seeds:

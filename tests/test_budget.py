@@ -182,6 +182,9 @@ def test_damped_controller_resumes_its_trend_and_reads_older_checkpoints() -> No
             StrengthController(target, 1.0, damping=bad)
         with pytest.raises(ValueError, match="budget_damping"):
             RunConfig(budget_damping=bad)
+    for bad in (0.0, -0.1, 1.5, math.nan):
+        with pytest.raises(ValueError, match="budget_rate"):
+            RunConfig(budget_rate=bad)
     with pytest.raises(ValueError, match="window"):
         StrengthController(target, 1.0, damping=1.0, window=1)
 
@@ -284,9 +287,11 @@ def test_run_meets_a_flash_budget(tmp_path: Path) -> None:
     assert result["costs_all_8bit"]["flash_bytes"] > 24_000
 
 
-@pytest.mark.parametrize("signal,damping", [("argmax", 0.0), ("expected", 0.0), ("argmax", None)])
+@pytest.mark.parametrize(
+    "signal,damping,rate", [("argmax", 0.0, 0.05), ("expected", 0.0, 0.05), ("argmax", None, 0.1)]
+)
 def test_run_meets_its_budget_and_refuses_an_impossible_one(
-    tmp_path: Path, signal: str, damping: float | None
+    tmp_path: Path, signal: str, damping: float | None, rate: float
 ) -> None:
     base = dict(
         dataset="digits",
@@ -297,11 +302,14 @@ def test_run_meets_its_budget_and_refuses_an_impossible_one(
         search=PhaseConfig(2, batch_size=64),
         finetune=PhaseConfig(0, batch_size=64),
     )
-    config = RunConfig(**base, target="size=4kB", budget_signal=signal, budget_damping=damping)
+    config = RunConfig(
+        **base, target="size=4kB", budget_signal=signal, budget_damping=damping, budget_rate=rate
+    )
     run = Run(config, tmp_path / "fits")
     result = run.run()
     assert run._extra["controller"].signal == signal
     assert run._extra["controller"].damping == (20.0 if damping is None else damping)
+    assert run._extra["controller"].rate == rate
     assert result["budget"]["met"] and result["costs"]["size_bytes"] <= 4000
     assert result["budget"]["cost_final"] == result["costs"]["size_bits"]
     # Each search epoch logs the argmax architecture's cost in the target's unit: after the last,

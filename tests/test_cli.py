@@ -112,6 +112,8 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
         "expected",
         "--budget-damping",
         "7.5",
+        "--budget-rate",
+        "0.2",
         "--weight-range",
         "mse",
         "--weight-compensation",
@@ -125,7 +127,7 @@ def test_search_on_the_users_own_tensors(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["detach_input_channels"] is False and config["budget_signal"] == "expected"
     assert config["weight_range"] == "mse" and config["weight_compensation"] == "annealed"
-    assert config["budget_damping"] == 7.5
+    assert config["budget_damping"] == 7.5 and config["budget_rate"] == 0.2
     assert {config[p]["lr_schedule"] for p in ("warmup", "search", "finetune")} == {"cosine"}
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["dataset"]["name"] == "tensors" and result["dataset"]["num_classes"] == 3

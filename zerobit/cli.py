@@ -139,6 +139,14 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: Any) -> None:
         "damping measured worse)",
     )
     space.add_argument(
+        "--budget-rate",
+        type=float,
+        default=defaults.budget_rate,
+        metavar="GAIN",
+        help="with --target, the controller's gain: log(strength) moves by GAIN times "
+        f"log(cost / budget) per step (default: {defaults.budget_rate:g})",
+    )
+    space.add_argument(
         "--detach-input-channels",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -273,6 +281,7 @@ def _config(args: argparse.Namespace) -> Any:
         target=args.target,
         budget_signal=args.budget_signal,
         budget_damping=args.budget_damping,
+        budget_rate=args.budget_rate,
         weight_range=args.weight_range,
         weight_compensation=args.weight_compensation,
         distill=args.distill,

@@ -126,6 +126,8 @@ class RunConfig:
             0 for NE16 targets, whose searches measured worse damped
             (:meth:`controller_damping`). Configurations written before the key read as 0, as
             they ran.
+        budget_rate: With a target, the controller's gain: ``log(strength)`` moves by this
+            times ``log(cost / target)`` per step.
     """
 
     dataset: str = "fashion-mnist"
@@ -160,6 +162,7 @@ class RunConfig:
     distill_temperature: float = 4.0
     weight_compensation: str = "initial"
     budget_damping: float | None = None
+    budget_rate: float = 0.05
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
@@ -188,6 +191,8 @@ class RunConfig:
             raise ValueError(
                 f"budget_signal must be one of {BUDGET_SIGNALS}, got {self.budget_signal!r}"
             )
+        if not (0 < self.budget_rate <= 1):
+            raise ValueError(f"budget_rate must be in (0, 1], got {self.budget_rate}")
         damping = self.budget_damping
         if damping is not None and not (damping >= 0 and math.isfinite(damping)):
             raise ValueError(f"budget_damping must be a finite number >= 0, got {damping}")
@@ -679,7 +684,11 @@ class Run:
         if target is not None:
             _check_reachable(smodel, target)
             controller = self._extra["controller"] = StrengthController(
-                target, c.strength, signal=c.budget_signal, damping=c.controller_damping()
+                target,
+                c.strength,
+                rate=c.budget_rate,
+                signal=c.budget_signal,
+                damping=c.controller_damping(),
             )
         state = self._restore(smodel, optimizers, self._checkpoint("search"))
         net = distributed.data_parallel(smodel, self.context)
