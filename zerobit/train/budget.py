@@ -17,6 +17,8 @@ from zerobit.search.specs import build_layer_specs
 
 #: Byte multipliers of the size units: kB = 1000 bytes, KiB = 1024 bytes.
 SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+#: The strength controller's default gain per step.
+DEFAULT_RATE = 0.05
 #: Target names -> cost model.
 TARGET_COSTS = {
     "size": "size",
@@ -167,7 +169,7 @@ class StrengthController:
         self,
         target: Target,
         strength: float,
-        rate: float = 0.05,
+        rate: float = DEFAULT_RATE,
         signal: str = "argmax",
         damping: float = 0.0,
         window: int = 8,

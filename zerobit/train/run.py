@@ -27,6 +27,7 @@ from zerobit.train import distributed
 from zerobit.train.budget import (
     BUDGET_SIGNALS,
     BYTE_TARGETS,
+    DEFAULT_RATE,
     StrengthController,
     Target,
     discrete_cost,
@@ -162,7 +163,7 @@ class RunConfig:
     distill_temperature: float = 4.0
     weight_compensation: str = "initial"
     budget_damping: float | None = None
-    budget_rate: float = 0.05
+    budget_rate: float = DEFAULT_RATE
 
     def __post_init__(self) -> None:
         for name in ("weight_bits", "act_bits", "input_bits"):
