@@ -103,14 +103,19 @@ def reuse_runs(source: Path, out: Path, methods: Sequence[str]) -> None:
     another benchmark with the same warm-up) and the finished runs of every method not in
     ``methods``, without their checkpoints: a variant that changes one method reruns that one
     only and is compared with the other methods' runs as they ran there."""
+    copy_runs(source, out, set(expected_runs(reused_methods(methods))))
+
+
+def copy_runs(source: Path, out: Path, names: set[str]) -> None:
+    """Copy the seed folder ``source``'s warm-up checkpoint into ``out`` and its run folders
+    named in ``names`` without their checkpoints, skipping what ``out`` already has."""
     warmup = source / "warmup" / "checkpoints" / "warmup.pt"
     target = out / "warmup" / "checkpoints" / "warmup.pt"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(warmup, target)
-    kept = set(expected_runs(reused_methods(methods)))
     for run_dir in sorted(source.iterdir()):
-        if run_dir.name in kept and not (out / run_dir.name).exists():
+        if run_dir.name in names and not (out / run_dir.name).exists():
             shutil.copytree(run_dir, out / run_dir.name, ignore=shutil.ignore_patterns("*.pt"))
 
 

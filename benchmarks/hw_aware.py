@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _pareto import _run
+from _pareto import _run, copy_runs
 
 from zerobit.report import load_runs, plot_pareto
 from zerobit.report.pareto import interpolate_front, non_dominated
@@ -59,15 +58,8 @@ def run_all(
     cost, budget) point of ``drivers``; with ``reuse``, the finished runs of the other drivers
     are copied from it (without checkpoints). The NE16-driven searches use ``ne16_cost``."""
     if reuse is not None:
-        source = reuse / "warmup" / "checkpoints" / "warmup.pt"
-        target = out / "warmup" / "checkpoints" / "warmup.pt"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-        for run_dir in _expected(reuse):
-            driver = run_dir.name.split("-budget-")[0]
-            if driver not in drivers and not (out / run_dir.name).exists():
-                shutil.copytree(run_dir, out / run_dir.name, ignore=shutil.ignore_patterns("*.pt"))
+        others = {p.name for p in _expected(reuse) if p.name.split("-budget-")[0] not in drivers}
+        copy_runs(reuse, out, others)
     warm = Run(base, out / "warmup")
     warm.prepare(resume=True)
     warm.warm_up()
